@@ -171,3 +171,15 @@ mod tests {
         assert!(seen.iter().all(|&c| c > 800 && c < 1200), "{seen:?}");
     }
 }
+
+/// Stream tags of `SeededRng::derived`: each purpose draws from its own stream of the run's
+/// seed, so adding draws to one never shifts another.
+pub mod streams {
+    pub const INIT: u64 = 1;
+    pub const DATA_ORDER: u64 = 2;
+    pub const AUGMENT: u64 = 3;
+    pub const DROP_PATH: u64 = 4;
+    pub const DROPOUT: u64 = 5;
+    pub const VALIDATION_SPLIT: u64 = 6;
+    pub const CALIBRATION: u64 = 7;
+}

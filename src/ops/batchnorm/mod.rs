@@ -20,6 +20,12 @@ pub struct BatchStats<B: Backend> {
     pub var: Tensor<B>,
 }
 
+impl<B: Backend> std::fmt::Debug for BatchStats<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BatchStats{}", self.mean.shape)
+    }
+}
+
 impl<B: Backend> Clone for BatchStats<B> {
     fn clone(&self) -> Self {
         BatchStats { mean: self.mean.clone(), var: self.var.clone() }

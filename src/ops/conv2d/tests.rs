@@ -1,0 +1,129 @@
+use super::Conv2dParams;
+use crate::backend::{Backend, Cpu};
+use crate::gradcheck::{check_coords, check_grad, random_tensor, random_vec, weighted_sum};
+use crate::tensor::Shape;
+
+/// Direct 7-loop convolution in f64: the independent reference.
+fn naive(x: &[f32], xs: [usize; 4], w: &[f32], ws: [usize; 4], p: Conv2dParams) -> Vec<f32> {
+    let [n, cin, h, wd] = xs;
+    let [cout, _, kh, kw] = ws;
+    let ho = (h + 2 * p.pad - kh) / p.stride + 1;
+    let wo = (wd + 2 * p.pad - kw) / p.stride + 1;
+    let mut y = vec![0.0f32; n * cout * ho * wo];
+    for b in 0..n {
+        for o in 0..cout {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let mut s = 0.0f64;
+                    for c in 0..cin {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * p.stride + ky) as isize - p.pad as isize;
+                                let ix = (ox * p.stride + kx) as isize - p.pad as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                                    s += x[((b * cin + c) * h + iy as usize) * wd + ix as usize] as f64
+                                        * w[((o * cin + c) * kh + ky) * kw + kx] as f64;
+                                }
+                            }
+                        }
+                    }
+                    y[((b * cout + o) * ho + oy) * wo + ox] = s as f32;
+                }
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn hand_worked_3x3_same_padding() {
+    let cpu = Cpu::new();
+    // 1x1x3x3 input 1..9, all-ones 3x3 kernel, pad 1: each output is the sum of its
+    // in-bounds neighbourhood.
+    let x = cpu.from_host(Shape::new([1, 1, 3, 3]), &[1., 2., 3., 4., 5., 6., 7., 8., 9.]).unwrap();
+    let w = cpu.from_host(Shape::new([1, 1, 3, 3]), &[1.0; 9]).unwrap();
+    let y = cpu.to_host(&cpu.conv2d_forward(&x, &w, Conv2dParams::SAME3X3).unwrap()).unwrap();
+    assert_eq!(y, [12., 21., 16., 27., 45., 33., 24., 39., 28.]);
+}
+
+#[test]
+fn matches_direct_convolution_on_many_geometries() {
+    let cpu = Cpu::new();
+    let cases = [
+        ([2, 3, 8, 8], [4, 3, 3, 3], Conv2dParams { stride: 1, pad: 1 }),
+        ([1, 2, 7, 5], [3, 2, 3, 3], Conv2dParams { stride: 2, pad: 1 }),
+        ([3, 4, 6, 6], [5, 4, 1, 1], Conv2dParams { stride: 1, pad: 0 }),
+        ([2, 3, 11, 9], [2, 3, 7, 7], Conv2dParams { stride: 2, pad: 3 }),
+        ([5, 1, 4, 4], [2, 1, 2, 2], Conv2dParams { stride: 2, pad: 0 }),
+    ];
+    for (i, (xs, ws, p)) in cases.into_iter().enumerate() {
+        let x = random_tensor(&cpu, xs, 10 + i as u64);
+        let w = random_tensor(&cpu, ws, 20 + i as u64);
+        let got = cpu.to_host(&cpu.conv2d_forward(&x, &w, p).unwrap()).unwrap();
+        let want = naive(&x.storage, xs, &w.storage, ws, p);
+        assert_eq!(got.len(), want.len());
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "case {i}: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn backward_matches_finite_differences() {
+    let cpu = Cpu::new();
+    let cases = [
+        ([2, 3, 6, 6], [4, 3, 3, 3], Conv2dParams { stride: 1, pad: 1 }),
+        ([1, 2, 7, 5], [3, 2, 3, 3], Conv2dParams { stride: 2, pad: 1 }),
+        ([3, 4, 5, 5], [2, 4, 1, 1], Conv2dParams { stride: 1, pad: 0 }),
+        ([6, 2, 9, 9], [2, 2, 7, 7], Conv2dParams { stride: 2, pad: 3 }),
+    ];
+    for (i, (xs, ws, p)) in cases.into_iter().enumerate() {
+        let x = random_tensor(&cpu, xs, 30 + i as u64);
+        let w = random_tensor(&cpu, ws, 40 + i as u64);
+        // d/dx
+        check_grad(&cpu, &x, 1e-2, 1e-3, |t| cpu.conv2d_forward(t, &w, p), |t, dy| {
+            Ok(cpu.conv2d_backward(t, &w, dy, p, true)?.0.expect("dx"))
+        });
+        // d/dw
+        let y = cpu.conv2d_forward(&x, &w, p).unwrap();
+        let r = random_vec(y.numel(), 0xD1CE);
+        let rt = cpu.from_host(y.shape.clone(), &r).unwrap();
+        let (dx_none, dw) = cpu.conv2d_backward(&x, &w, &rt, p, false).unwrap();
+        assert!(dx_none.is_none());
+        check_coords(&w.storage, &dw.storage, 1e-2, 1e-3, "conv weight", |wv| {
+            let wt = cpu.from_host(w.shape.clone(), wv).unwrap();
+            weighted_sum(&cpu.conv2d_forward(&x, &wt, p).unwrap().storage, &r)
+        });
+    }
+}
+
+#[test]
+fn weight_gradient_does_not_depend_on_the_thread_count() {
+    let x = random_tensor(&Cpu::new(), [13, 3, 8, 8], 1);
+    let w = random_tensor(&Cpu::new(), [4, 3, 3, 3], 2);
+    let dy = random_tensor(&Cpu::new(), [13, 4, 8, 8], 3);
+    let run = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| Cpu::new().conv2d_backward(&x, &w, &dy, Conv2dParams::SAME3X3, true).unwrap())
+    };
+    let (a, b) = (run(1), run(3));
+    assert_eq!(a.1.storage, b.1.storage);
+    assert_eq!(a.0.unwrap().storage, b.0.unwrap().storage);
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let cpu = Cpu::new();
+    let x = cpu.zeros(&Shape::new([1, 3, 4, 4])).unwrap();
+    let w = cpu.zeros(&Shape::new([2, 2, 3, 3])).unwrap();
+    let e = cpu.conv2d_forward(&x, &w, Conv2dParams::SAME3X3).unwrap_err().to_string();
+    assert!(e.contains("3 channels") && e.contains("[2, 2, 3, 3]"), "{e}");
+    let big = cpu.zeros(&Shape::new([2, 3, 7, 7])).unwrap();
+    assert!(cpu.conv2d_forward(&x, &big, Conv2dParams { stride: 1, pad: 0 }).is_err());
+    let flat = cpu.zeros(&Shape::new([3, 4])).unwrap();
+    assert!(cpu.conv2d_forward(&flat, &w, Conv2dParams::SAME3X3).is_err());
+    let w_ok = cpu.zeros(&Shape::new([2, 3, 3, 3])).unwrap();
+    let dy_bad = cpu.zeros(&Shape::new([1, 2, 5, 4])).unwrap();
+    assert!(cpu.conv2d_backward(&x, &w_ok, &dy_bad, Conv2dParams::SAME3X3, true).is_err());
+    assert!(cpu.conv2d_forward(&x, &w_ok, Conv2dParams { stride: 0, pad: 1 }).is_err());
+}

@@ -1,0 +1,73 @@
+use super::Pool2dParams;
+use crate::backend::{Backend, Cpu};
+use crate::gradcheck::{check_grad, random_vec};
+use crate::tensor::Shape;
+
+#[test]
+fn hand_worked_max_and_backward_routing() {
+    let cpu = Cpu::new();
+    #[rustfmt::skip]
+    let x = cpu.from_host(Shape::new([1, 1, 4, 4]), &[
+        1., 2., 5., 5.,
+        3., 4., 0., 1.,
+        9., 0., 2., 2.,
+        0., 0., 2., 7.,
+    ]).unwrap();
+    let y = cpu.maxpool2d_forward(&x, Pool2dParams::HALVE).unwrap();
+    assert_eq!(y.shape.dims(), [1, 1, 2, 2]);
+    assert_eq!(y.storage, [4., 5., 9., 7.]);
+    let dy = cpu.from_host(Shape::new([1, 1, 2, 2]), &[1., 2., 3., 4.]).unwrap();
+    let dx = cpu.maxpool2d_backward(&x, &dy, Pool2dParams::HALVE).unwrap();
+    // the tie 5,5 goes to the first in row-major order
+    #[rustfmt::skip]
+    assert_eq!(dx.storage, [
+        0., 0., 2., 0.,
+        0., 1., 0., 0.,
+        3., 0., 0., 0.,
+        0., 0., 0., 4.,
+    ]);
+}
+
+#[test]
+fn odd_sizes_floor_and_general_windows() {
+    let cpu = Cpu::new();
+    let x = cpu.from_host(Shape::new([1, 1, 5, 5]), &(0..25).map(|v| v as f32).collect::<Vec<_>>()).unwrap();
+    let y = cpu.maxpool2d_forward(&x, Pool2dParams::HALVE).unwrap();
+    assert_eq!(y.storage, [6., 8., 16., 18.]);
+    let y3 = cpu.maxpool2d_forward(&x, Pool2dParams { kernel: 3, stride: 2 }).unwrap();
+    assert_eq!(y3.storage, [12., 14., 22., 24.]);
+}
+
+#[test]
+fn backward_matches_finite_differences() {
+    let cpu = Cpu::new();
+    // distinct values spaced well apart so no window changes its argmax under +-eps
+    let n = 2 * 3 * 6 * 6;
+    let mut v: Vec<f32> = (0..n).map(|i| i as f32 * 0.05).collect();
+    let mut rng = crate::rng::SeededRng::new(3);
+    rng.shuffle(&mut v);
+    let x = cpu.from_host(Shape::new([2, 3, 6, 6]), &v).unwrap();
+    for p in [Pool2dParams::HALVE, Pool2dParams { kernel: 3, stride: 1 }] {
+        check_grad(&cpu, &x, 1e-2, 1e-3, |t| cpu.maxpool2d_forward(t, p), |t, dy| cpu.maxpool2d_backward(t, dy, p));
+    }
+}
+
+#[test]
+fn global_average_pool_values_and_gradient() {
+    let cpu = Cpu::new();
+    let x = cpu.from_host(Shape::new([1, 2, 2, 2]), &[1., 2., 3., 4., -1., -1., 5., 1.]).unwrap();
+    let y = cpu.global_avgpool_forward(&x).unwrap();
+    assert_eq!(y.shape.dims(), [1, 2, 1, 1]);
+    assert_eq!(y.storage, [2.5, 1.0]);
+    let xr = cpu.from_host(Shape::new([2, 3, 4, 5]), &random_vec(120, 8)).unwrap();
+    let shape = xr.shape.clone();
+    check_grad(&cpu, &xr, 1e-2, 1e-3, |t| cpu.global_avgpool_forward(t), |_, dy| cpu.global_avgpool_backward(dy, &shape));
+}
+
+#[test]
+fn too_small_input_is_an_error() {
+    let cpu = Cpu::new();
+    let x = cpu.zeros(&Shape::new([1, 1, 1, 4])).unwrap();
+    let e = cpu.maxpool2d_forward(&x, Pool2dParams::HALVE).unwrap_err().to_string();
+    assert!(e.contains("smaller"), "{e}");
+}
