@@ -3,6 +3,7 @@
 //! their BatchNorm statistics are left untouched.
 
 pub mod params;
+pub mod stats;
 pub mod unit;
 
 pub use params::{ParamSpec, Params, Role};
