@@ -5,7 +5,21 @@ mod cli;
 use clap::Parser;
 
 fn main() {
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(a) => a,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            let _ = e.print();
+            return;
+        }
+        Err(e) => {
+            // One line, as for every other bad input; --help has the rest.
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("error: bad arguments");
+            eprintln!("{first} (see --help)");
+            std::process::exit(2);
+        }
+    };
     if let Err(e) = cli::run(args) {
         eprintln!("error: {e}");
         std::process::exit(e.exit_code());

@@ -1,6 +1,8 @@
 //! Subcommands. Each parses its flags into library types and prints; errors are one line.
 
+mod eval;
 mod info;
+mod train;
 
 use clap::{Parser, Subcommand};
 use fractalnet::Error;
@@ -16,6 +18,12 @@ pub struct Cli {
 pub enum Command {
     /// Parameter count, depth, FLOPs and training memory of a network configuration.
     Info(info::InfoArgs),
+    /// Train a network on an image data set (the paper's recipe by default).
+    Train(train::TrainArgs),
+    /// Accuracy and loss of a model file: full network, one column, or every column.
+    Eval(eval::EvalArgs),
+    /// Re-estimate BN statistics of a model file (full network and every column).
+    Calibrate(eval::CalibrateArgs),
 }
 
 /// An error of the command line: a library error, or bad usage.
@@ -58,6 +66,9 @@ pub type CliResult<T> = std::result::Result<T, CliError>;
 pub fn run(cli: Cli) -> CliResult<()> {
     match cli.command {
         Command::Info(a) => info::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Calibrate(a) => eval::calibrate(a),
     }
 }
 
