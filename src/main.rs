@@ -4,6 +4,9 @@ mod cli;
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOC: cli::alloc::PeakAlloc = cli::alloc::PeakAlloc;
+
 fn main() {
     let args = match cli::Cli::try_parse() {
         Ok(a) => a,

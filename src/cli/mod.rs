@@ -1,5 +1,7 @@
 //! Subcommands. Each parses its flags into library types and prints; errors are one line.
 
+pub mod alloc;
+mod bench;
 mod eval;
 mod info;
 mod train;
@@ -22,6 +24,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Accuracy and loss of a model file: full network, one column, or every column.
     Eval(eval::EvalArgs),
+    /// Time training steps or inference on synthetic input.
+    Bench(bench::BenchArgs),
     /// Re-estimate BN statistics of a model file (full network and every column).
     Calibrate(eval::CalibrateArgs),
 }
@@ -66,6 +70,7 @@ pub type CliResult<T> = std::result::Result<T, CliError>;
 pub fn run(cli: Cli) -> CliResult<()> {
     match cli.command {
         Command::Info(a) => info::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Calibrate(a) => eval::calibrate(a),
