@@ -1,11 +1,16 @@
 use super::{parse_list, CliError, CliResult};
 use fractalnet::backend::{Backend, Cpu};
 use fractalnet::data::{self, DatasetKind, Split};
-use fractalnet::model::io::{save_tensors, ModelMeta, RUN_KEY};
+use fractalnet::model::io::{save_tensors, ModelMeta};
 use fractalnet::model::stats::stats;
 use fractalnet::model::{Network, Sgd};
 use fractalnet::plan::{FractalConfig, KeepMask};
-use fractalnet::train::{self, DataSplits, EpochMetrics, Recipe, TrainState};
+use fractalnet::train::checkpoint::{load_training, run_metadata, save_training, RunSpec};
+use fractalnet::train::{self, DataSplits, EpochEnd, EpochMetrics, Recipe, TrainState};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 use fractalnet::Error;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -35,10 +40,10 @@ pub enum DropPathArg {
 pub struct TrainArgs {
     /// cifar10, cifar100, svhn, svhn-extra, mnist, fashion-mnist.
     #[arg(long)]
-    dataset: String,
+    dataset: Option<String>,
     /// Directory holding the data set's files.
     #[arg(long)]
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
     /// CIFAR-100 labels: fine (100 classes) or coarse (20).
     #[arg(long)]
     label: Option<String>,
@@ -91,9 +96,17 @@ pub struct TrainArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// Run directory (config.json, metrics.jsonl, model.safetensors).
+    /// Run directory (config.json, metrics.jsonl, model.safetensors, best.safetensors,
+    /// checkpoint.safetensors).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Continue the run in RUN_DIR from its checkpoint (every other setting comes from it;
+    /// --data-dir and --threads may be given).
+    #[arg(long, value_name = "RUN_DIR")]
+    resume: Option<PathBuf>,
+    /// Also keep the checkpoints of the last N epochs (checkpoint-epochE.safetensors).
+    #[arg(long, default_value_t = 0)]
+    keep: usize,
     /// Train the plain network of the deepest column's depth (one column, no joins, no
     /// drop-path): the paper's Table 4 baseline.
     #[arg(long)]
@@ -126,7 +139,23 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
         return Err(CliError::Usage(format!("--device {}: only cpu is available in this build", a.device)));
     }
     let b = Cpu::with_threads(a.threads.unwrap_or(0));
-    let kind = DatasetKind::parse(&a.dataset, a.label.as_deref())?;
+    if let Some(dir) = &a.resume {
+        let ck = dir.join(CHECKPOINT);
+        if !ck.exists() {
+            return Err(CliError::Usage(format!("--resume {}: no {CHECKPOINT} there", dir.display())));
+        }
+        let r = load_training(&ck, &b)?;
+        let mut spec = r.spec;
+        if let Some(d) = &a.data_dir {
+            spec.data_dir = d.clone();
+        }
+        truncate_metrics(&dir.join("metrics.jsonl"), r.state.epoch)?;
+        println!("resuming {} at epoch {} step {} (of {} epochs)", dir.display(), r.state.epoch + 1, r.state.step_in_epoch, spec.recipe.epochs);
+        return train_loop(&b, &spec, dir, r.net, r.sgd, r.meta, r.state, a.keep);
+    }
+    let dataset = a.dataset.clone().ok_or_else(|| CliError::Usage("--dataset is required (or --resume RUN_DIR)".into()))?;
+    let data_dir = a.data_dir.clone().ok_or_else(|| CliError::Usage("--data-dir is required (or --resume RUN_DIR)".into()))?;
+    let kind = DatasetKind::parse(&dataset, a.label.as_deref())?;
     let fast = a.recipe == RecipeName::Fast;
     let channels: Vec<usize> = parse_list("--channels", &a.channels)?;
     let blocks = a.blocks.unwrap_or(channels.len());
@@ -169,26 +198,58 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
     let out = a.out.clone().unwrap_or_else(|| {
         PathBuf::from(format!("runs/{}-c{}{}-seed{}", kind.name(), a.columns, if a.plain { "-plain" } else { "" }, a.seed))
     });
-    if out.join("metrics.jsonl").exists() {
-        return Err(CliError::Usage(format!("--out {}: already holds a run (metrics.jsonl); choose another --out", out.display())));
+    if out.join("metrics.jsonl").exists() || out.join(CHECKPOINT).exists() {
+        return Err(CliError::Usage(format!("--out {}: already holds a run; resume it with --resume {0} or choose another --out", out.display())));
     }
+    let spec = RunSpec {
+        dataset: kind.name().to_string(),
+        label: a.label.clone(),
+        data_dir,
+        val: a.val,
+        train_subset: a.train_subset,
+        seed: a.seed,
+        plain: a.plain,
+        recipe,
+    };
+    let data = load_splits(kind, &spec.data_dir, spec.val, spec.train_subset, spec.seed)?;
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-
-    let data = load_splits(kind, &a.data_dir, a.val, a.train_subset, a.seed)?;
-    let mut net = Network::new(&b, &cfg, a.seed)?;
-    let mut sgd = Sgd::new(&b, &net.params, recipe.lr, recipe.momentum, recipe.weight_decay)?;
+    let net = Network::new(&b, &cfg, a.seed)?;
+    let sgd = Sgd::new(&b, &net.params, spec.recipe.lr, spec.recipe.momentum, spec.recipe.weight_decay)?;
     let meta = ModelMeta::new(cfg.clone(), data.mean.clone(), data.std.clone());
-    let st = stats(&net.plan, recipe.batch_size);
+    let st = stats(&net.plan, spec.recipe.batch_size);
     let config_json = json!({
-        "dataset": kind.name(), "data_dir": a.data_dir, "val": a.val, "train_subset": a.train_subset,
-        "train_images": data.train.len(), "val_images": data.val.as_ref().map_or(0, |v| v.len()),
-        "network": cfg, "recipe": recipe, "plain": a.plain, "device": b.name(), "params": st.params,
+        "run": spec, "train_images": data.train.len(), "val_images": data.val.as_ref().map_or(0, |v| v.len()),
+        "network": cfg, "recipe": spec.recipe, "device": b.name(), "params": st.params,
         "input_mean": data.mean, "input_std": data.std,
     });
     write_text(&out.join("config.json"), &serde_json::to_string_pretty(&config_json).unwrap_or_default())?;
+    train_loop(&b, &spec, &out, net, sgd, meta, TrainState::new(a.seed), a.keep)
+}
+
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+
+#[allow(clippy::too_many_arguments)]
+fn train_loop(
+    b: &Cpu,
+    spec: &RunSpec,
+    out: &Path,
+    mut net: Network<Cpu>,
+    mut sgd: Sgd<Cpu>,
+    meta: ModelMeta,
+    mut state: TrainState,
+    keep: usize,
+) -> CliResult<()> {
+    let kind = DatasetKind::parse(&spec.dataset, spec.label.as_deref())?;
+    let data = load_splits(kind, &spec.data_dir, spec.val, spec.train_subset, spec.seed)?;
+    if data.mean != meta.input_mean || data.std != meta.input_std {
+        return Err(Error::format(&spec.data_dir, "the training images differ from the run's (their mean/std changed)").into());
+    }
+    let recipe = &spec.recipe;
+    let cfg = net.config().clone();
+    let st = stats(&net.plan, recipe.batch_size);
     println!(
         "training {} on {} ({} train, {} val images), {} parameters, depth {}, on {}",
-        if a.plain { "the plain network" } else { "FractalNet" },
+        if spec.plain { "the plain network" } else { "FractalNet" },
         kind.name(),
         data.train.len(),
         data.val.as_ref().map_or(0, |v| v.len()),
@@ -196,15 +257,21 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
         cfg.depth(),
         b.name()
     );
-
-    let run_meta = std::collections::BTreeMap::from([(
-        RUN_KEY.to_string(),
-        json!({"dataset": kind.name(), "val": a.val, "seed": a.seed, "train_subset": a.train_subset}).to_string(),
-    )]);
-    let mut state = TrainState::new(a.seed);
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second Ctrl-C gives up waiting for the step to finish.
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+    }
+    let (run_k, run_v) = run_metadata(spec);
+    let run_meta = BTreeMap::from([(run_k, run_v)]);
     let metrics_path = out.join("metrics.jsonl");
-    let total_start = std::time::Instant::now();
-    for _ in 0..recipe.epochs {
+    let total_start = Instant::now();
+    while state.epoch < recipe.epochs {
         let epoch = state.epoch;
         let lr = recipe.lr_at(epoch);
         let bar = ProgressBar::new(data.train.len() as u64);
@@ -214,24 +281,40 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
                 .progress_chars("=> "),
         );
         bar.set_prefix(format!("{}/{}", epoch + 1, recipe.epochs));
-        let start = std::time::Instant::now();
-        let tot = train::train_epoch(&b, &mut net, &mut sgd, &recipe, &data, &mut state, |done, loss, acc| {
+        bar.set_position(state.seen as u64);
+        let start = Instant::now();
+        let end = train::train_epoch(b, &mut net, &mut sgd, recipe, &data, &mut state, &stop, |done, loss, acc| {
             bar.set_position(done as u64);
             bar.set_message(format!("loss {loss:.4} acc {:.2}%", acc * 100.0));
         })?;
-        let train_secs = start.elapsed().as_secs_f64();
         bar.finish_and_clear();
-        train::calibrate(&b, &mut net, &data.train, &data.mean, &data.std, recipe.bn_calib, recipe.batch_size, recipe.seed)?;
+        let tot = match end {
+            EpochEnd::Interrupted => {
+                state.epoch_seconds += start.elapsed().as_secs_f64();
+                save_training(&out.join(CHECKPOINT), b, &net, &sgd, &meta, spec, &state)?;
+                eprintln!(
+                    "interrupted at epoch {} step {}: saved {}; continue with: fractalnet train --resume {}",
+                    state.epoch + 1,
+                    state.step_in_epoch,
+                    out.join(CHECKPOINT).display(),
+                    out.display()
+                );
+                std::process::exit(130);
+            }
+            EpochEnd::Finished(t) => t,
+        };
+        let train_secs = state.epoch_seconds + start.elapsed().as_secs_f64();
+        train::calibrate(b, &mut net, &data.train, &data.mean, &data.std, recipe.bn_calib, recipe.batch_size, recipe.seed)?;
         let (mut val_loss, mut val_acc, mut val_cols, mut val_col_loss) = (None, None, None, None);
         if let Some(v) = &data.val {
             let full_stats = net.stats_for(None);
-            let full = train::evaluate(&b, &mut net, v, &data.mean, &data.std, &KeepMask::all(&cfg), full_stats, recipe.batch_size, None)?;
+            let full = train::evaluate(b, &mut net, v, &data.mean, &data.std, &KeepMask::all(&cfg), full_stats, recipe.batch_size, None)?;
             let mut accs = Vec::new();
             let mut losses = Vec::new();
             for g in 0..cfg.columns {
                 let m = KeepMask::column(&cfg, g)?;
                 let s = net.stats_for(Some(g));
-                let e = train::evaluate(&b, &mut net, v, &data.mean, &data.std, &m, s, recipe.batch_size, None)?;
+                let e = train::evaluate(b, &mut net, v, &data.mean, &data.std, &m, s, recipe.batch_size, None)?;
                 accs.push(e.accuracy);
                 losses.push(e.loss);
             }
@@ -249,11 +332,26 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
             val_acc,
             val_acc_columns: val_cols.clone(),
             val_loss_columns: val_col_loss,
-            seconds: start.elapsed().as_secs_f64(),
+            seconds: state.epoch_seconds + start.elapsed().as_secs_f64(),
             images_per_s: tot.seen as f64 / train_secs,
         };
         append_line(&metrics_path, &serde_json::to_string(&m).unwrap_or_default())?;
-        save_tensors(&out.join("model.safetensors"), &b, &net.params, &meta, &run_meta, |_| true)?;
+        save_tensors(&out.join("model.safetensors"), b, &net.params, &meta, &run_meta, |_| true)?;
+        if let Some(acc) = val_acc {
+            if state.best_val_acc.is_none_or(|best| acc > best) {
+                state.best_val_acc = Some(acc);
+                save_tensors(&out.join("best.safetensors"), b, &net.params, &meta, &run_meta, |_| true)?;
+            }
+        }
+        save_training(&out.join(CHECKPOINT), b, &net, &sgd, &meta, spec, &state)?;
+        if keep > 0 {
+            let kept = out.join(format!("checkpoint-epoch{}.safetensors", state.epoch));
+            std::fs::copy(out.join(CHECKPOINT), &kept).map_err(|e| Error::io(&kept, e))?;
+            if state.epoch > keep {
+                let old = out.join(format!("checkpoint-epoch{}.safetensors", state.epoch - keep));
+                let _ = std::fs::remove_file(old);
+            }
+        }
         let cols = val_cols
             .map(|v| v.iter().map(|a| format!("{:.2}", a * 100.0)).collect::<Vec<_>>().join(" / "))
             .unwrap_or_default();
@@ -272,6 +370,19 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
     }
     println!("done in {:.0}s; model in {}", total_start.elapsed().as_secs_f64(), out.join("model.safetensors").display());
     Ok(())
+}
+
+/// Keeps the first `epochs` lines: lines of epochs after the checkpoint are redone on resume.
+fn truncate_metrics(path: &Path, epochs: usize) -> CliResult<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text.lines().take(epochs).collect();
+    let mut s = kept.join("\n");
+    if !s.is_empty() {
+        s.push('\n');
+    }
+    write_text(path, &s)
 }
 
 pub fn write_text(path: &Path, s: &str) -> CliResult<()> {

@@ -131,7 +131,38 @@ pub fn load_from_raw<B: Backend>(raw: &RawCheckpoint, b: &B) -> Result<(Network<
     let meta = read_meta(raw)?;
     let plan = Plan::new(&meta.config)?;
     let (required, optional) = expected_tensors(&plan, meta.column);
-    checkpoint::validate(raw, &required, std::slice::from_ref(&optional))?;
+    // A training checkpoint also holds the optimiser's velocities; a model reader ignores them.
+    let optim: Vec<TensorSpec> = if raw.metadata.contains_key(TRAIN_KEY) && meta.column.is_none() {
+        optimiser_tensors(&plan)
+    } else {
+        Vec::new()
+    };
+    checkpoint::validate(raw, &required, &[optional.clone(), optim])?;
+    params_from_raw(raw, b, plan, &optional, meta)
+}
+
+/// Metadata key of a training checkpoint's state (see `crate::train::checkpoint`).
+pub const TRAIN_KEY: &str = "fractalnet_train";
+/// Prefix of the optimiser's velocity tensors in a training checkpoint.
+pub const OPTIM_PREFIX: &str = "optim.v.";
+
+/// `optim.v.<name>` for every trainable tensor.
+pub fn optimiser_tensors(plan: &Plan) -> Vec<TensorSpec> {
+    param_specs(plan)
+        .into_iter()
+        .filter(|s| s.role.trainable())
+        .map(|s| TensorSpec { name: format!("{OPTIM_PREFIX}{}", s.name), shape: s.shape })
+        .collect()
+}
+
+/// Builds the network from a validated file.
+pub fn params_from_raw<B: Backend>(
+    raw: &RawCheckpoint,
+    b: &B,
+    plan: Plan,
+    optional: &[TensorSpec],
+    meta: ModelMeta,
+) -> Result<(Network<B>, ModelMeta)> {
     let has_column_stats = optional.first().is_some_and(|s| raw.tensors.contains_key(&s.name));
     let specs = param_specs(&plan);
     let mut tensors = Vec::with_capacity(specs.len());

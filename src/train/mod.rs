@@ -1,6 +1,7 @@
 //! Training and evaluation on image data sets: the paper's recipe, drop-path per
 //! mini-batch, precise BN calibration, per-column evaluation, metrics.
 
+pub mod checkpoint;
 pub mod npy;
 
 use crate::backend::Backend;
@@ -8,7 +9,7 @@ use crate::data::{augment_batch, normalise_into, Augment, Images};
 use crate::error::{Error, Result};
 use crate::model::{Mode, Network, Sgd, StatsSel};
 use crate::plan::{DropPath, KeepMask};
-use crate::rng::{streams, SeededRng};
+use crate::rng::{streams, RngState, SeededRng};
 use crate::tensor::{Shape, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -184,14 +185,29 @@ pub fn calibrate<B: Backend>(
     Ok(())
 }
 
-/// The state of a run that a resumed run continues from.
+/// Everything besides the weights that a resumed run needs to continue bit for bit: the
+/// position (epoch, step within it), every random stream, and the epoch's running totals.
+/// The epoch's data order is not stored: it is re-drawn from `order_rng`, which is saved as
+/// it was before the epoch's shuffle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
+    /// Epochs completed.
     pub epoch: usize,
+    /// Optimiser steps taken in the whole run.
     pub step: u64,
-    pub order_rng: SeededRng,
-    pub augment_rng: SeededRng,
-    pub droppath_rng: SeededRng,
-    pub dropout_rng: SeededRng,
+    /// Steps already taken in the current (unfinished) epoch; 0 at an epoch boundary.
+    pub step_in_epoch: usize,
+    pub order_rng: RngState,
+    pub augment_rng: RngState,
+    pub droppath_rng: RngState,
+    pub dropout_rng: RngState,
+    pub loss_sum: f64,
+    pub correct: usize,
+    pub seen: usize,
+    /// Seconds spent training in the current epoch before an interruption.
+    pub epoch_seconds: f64,
+    /// Best validation accuracy so far (chooses best.safetensors).
+    pub best_val_acc: Option<f64>,
 }
 
 impl TrainState {
@@ -199,23 +215,44 @@ impl TrainState {
         TrainState {
             epoch: 0,
             step: 0,
-            order_rng: SeededRng::derived(seed, streams::DATA_ORDER),
-            augment_rng: SeededRng::derived(seed, streams::AUGMENT),
-            droppath_rng: SeededRng::derived(seed, streams::DROP_PATH),
-            dropout_rng: SeededRng::derived(seed, streams::DROPOUT),
+            step_in_epoch: 0,
+            order_rng: SeededRng::derived(seed, streams::DATA_ORDER).state(),
+            augment_rng: SeededRng::derived(seed, streams::AUGMENT).state(),
+            droppath_rng: SeededRng::derived(seed, streams::DROP_PATH).state(),
+            dropout_rng: SeededRng::derived(seed, streams::DROPOUT).state(),
+            loss_sum: 0.0,
+            correct: 0,
+            seen: 0,
+            epoch_seconds: 0.0,
+            best_val_acc: None,
         }
     }
 }
 
+fn rng(s: &RngState) -> Result<SeededRng> {
+    SeededRng::from_state(s).ok_or_else(|| Error::config(format!("corrupt random-stream state {s:?}")))
+}
+
+/// How an epoch ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EpochEnd {
+    Finished(EpochTotals),
+    /// `stop` was raised: the state points at the next step of this epoch.
+    Interrupted,
+}
+
 /// Running sums of one epoch.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct EpochTotals {
     pub loss_sum: f64,
     pub correct: usize,
     pub seen: usize,
 }
 
-/// One epoch of training. `on_step(images_done, mean loss so far)` after every step.
+/// Trains one epoch (or the rest of it, after a resume). `on_step(images_done, mean loss,
+/// accuracy)` after every step. When `stop` becomes true the epoch ends early at a step
+/// boundary with the state ready to be saved and resumed.
+#[allow(clippy::too_many_arguments)]
 pub fn train_epoch<B: Backend>(
     b: &B,
     net: &mut Network<B>,
@@ -223,37 +260,56 @@ pub fn train_epoch<B: Backend>(
     recipe: &Recipe,
     data: &DataSplits,
     state: &mut TrainState,
+    stop: &std::sync::atomic::AtomicBool,
     mut on_step: impl FnMut(usize, f64, f64),
-) -> Result<EpochTotals> {
+) -> Result<EpochEnd> {
     let aug = Augment::parse(&recipe.augment)?;
     let dp = recipe.drop_path();
     let cfg = net.config().clone();
     sgd.lr = recipe.lr_at(state.epoch);
+    let mut order_rng = rng(&state.order_rng)?;
     let mut order: Vec<usize> = (0..data.train.len()).collect();
-    state.order_rng.shuffle(&mut order);
+    order_rng.shuffle(&mut order);
     let mut batches: Vec<&[usize]> = order.chunks(recipe.batch_size).collect();
     if batches.len() > 1 && batches.last().is_some_and(|c| c.len() < 2) {
         batches.pop();
     }
-    let mut tot = EpochTotals::default();
-    for chunk in batches {
-        let (x, y) = make_batch(b, &data.train, chunk, &data.mean, &data.std, Some((aug, &mut state.augment_rng)))?;
-        let (mask, _) = dp.sample(&cfg, &mut state.droppath_rng);
-        let seed = state.dropout_rng.next_u64();
+    let (mut aug_rng, mut dp_rng, mut do_rng) = (rng(&state.augment_rng)?, rng(&state.droppath_rng)?, rng(&state.dropout_rng)?);
+    for chunk in batches.iter().skip(state.step_in_epoch) {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            state.augment_rng = aug_rng.state();
+            state.droppath_rng = dp_rng.state();
+            state.dropout_rng = do_rng.state();
+            return Ok(EpochEnd::Interrupted);
+        }
+        let (x, y) = make_batch(b, &data.train, chunk, &data.mean, &data.std, Some((aug, &mut aug_rng)))?;
+        let (mask, _) = dp.sample(&cfg, &mut dp_rng);
+        let seed = do_rng.next_u64();
         let (loss, logits) = net.train_step(b, &x, &y, &mask, seed, sgd)?;
         let loss = b.to_host(&loss)?[0];
         if !loss.is_finite() {
             return Err(Error::Diverged { what: format!("loss {loss} at epoch {} step {}", state.epoch + 1, state.step + 1) });
         }
         let pred = b.to_host(&b.argmax(&logits)?)?;
-        tot.correct += pred.iter().zip(chunk).filter(|(p, i)| **p as u32 == data.train.labels[**i]).count();
-        tot.loss_sum += loss as f64 * chunk.len() as f64;
-        tot.seen += chunk.len();
+        state.correct += pred.iter().zip(chunk.iter()).filter(|(p, i)| **p as u32 == data.train.labels[**i]).count();
+        state.loss_sum += loss as f64 * chunk.len() as f64;
+        state.seen += chunk.len();
         state.step += 1;
-        on_step(tot.seen, tot.loss_sum / tot.seen as f64, tot.correct as f64 / tot.seen as f64);
+        state.step_in_epoch += 1;
+        on_step(state.seen, state.loss_sum / state.seen as f64, state.correct as f64 / state.seen as f64);
     }
+    let totals = EpochTotals { loss_sum: state.loss_sum, correct: state.correct, seen: state.seen };
     state.epoch += 1;
-    Ok(tot)
+    state.step_in_epoch = 0;
+    state.order_rng = order_rng.state();
+    state.augment_rng = aug_rng.state();
+    state.droppath_rng = dp_rng.state();
+    state.dropout_rng = do_rng.state();
+    state.loss_sum = 0.0;
+    state.correct = 0;
+    state.seen = 0;
+    state.epoch_seconds = 0.0;
+    Ok(EpochEnd::Finished(totals))
 }
 
 /// One line of RUN_DIR/metrics.jsonl.
