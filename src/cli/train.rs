@@ -142,7 +142,19 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
     if let Some(dir) = &a.resume {
         let ck = dir.join(CHECKPOINT);
         if !ck.exists() {
-            return Err(CliError::Usage(format!("--resume {}: no {CHECKPOINT} there", dir.display())));
+            // Stopped before its first checkpoint: start it again from its config.json.
+            let cfg_path = dir.join("config.json");
+            let text = std::fs::read_to_string(&cfg_path)
+                .map_err(|_| CliError::Usage(format!("--resume {}: neither {CHECKPOINT} nor config.json there", dir.display())))?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::format(&cfg_path, e.to_string()))?;
+            let mut spec: RunSpec = serde_json::from_value(v["run"].clone()).map_err(|e| Error::format(&cfg_path, format!("run: {e}")))?;
+            let cfg: FractalConfig = serde_json::from_value(v["network"].clone()).map_err(|e| Error::format(&cfg_path, format!("network: {e}")))?;
+            if let Some(d) = &a.data_dir {
+                spec.data_dir = d.clone();
+            }
+            truncate_metrics(&dir.join("metrics.jsonl"), 0)?;
+            println!("restarting {} from its config.json (it stopped before its first checkpoint)", dir.display());
+            return start(&b, spec, cfg, dir, a.keep);
         }
         let r = load_training(&ck, &b)?;
         let mut spec = r.spec;
@@ -211,10 +223,16 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
         plain: a.plain,
         recipe,
     };
+    start(&b, spec, cfg, &out, a.keep)
+}
+
+/// A new run from its specification: config.json first, then training from epoch 0.
+fn start(b: &Cpu, spec: RunSpec, cfg: FractalConfig, out: &Path, keep: usize) -> CliResult<()> {
+    let kind = DatasetKind::parse(&spec.dataset, spec.label.as_deref())?;
     let data = load_splits(kind, &spec.data_dir, spec.val, spec.train_subset, spec.seed)?;
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    let net = Network::new(&b, &cfg, a.seed)?;
-    let sgd = Sgd::new(&b, &net.params, spec.recipe.lr, spec.recipe.momentum, spec.recipe.weight_decay)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let net = Network::new(b, &cfg, spec.seed)?;
+    let sgd = Sgd::new(b, &net.params, spec.recipe.lr, spec.recipe.momentum, spec.recipe.weight_decay)?;
     let meta = ModelMeta::new(cfg.clone(), data.mean.clone(), data.std.clone());
     let st = stats(&net.plan, spec.recipe.batch_size);
     let config_json = json!({
@@ -223,7 +241,8 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
         "input_mean": data.mean, "input_std": data.std,
     });
     write_text(&out.join("config.json"), &serde_json::to_string_pretty(&config_json).unwrap_or_default())?;
-    train_loop(&b, &spec, &out, net, sgd, meta, TrainState::new(a.seed), a.keep)
+    let seed = spec.seed;
+    train_loop(b, &spec, out, net, sgd, meta, TrainState::new(seed), keep)
 }
 
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -385,8 +404,11 @@ fn truncate_metrics(path: &Path, epochs: usize) -> CliResult<()> {
     write_text(path, &s)
 }
 
+/// Writes through a temporary file and a rename, so a reader never sees half a file.
 pub fn write_text(path: &Path, s: &str) -> CliResult<()> {
-    std::fs::write(path, s).map_err(|e| Error::io(path, e).into())
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, s).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e).into())
 }
 
 fn append_line(path: &Path, line: &str) -> CliResult<()> {
