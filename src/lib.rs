@@ -22,6 +22,7 @@ pub mod ops;
 pub mod plan;
 pub mod rng;
 pub mod tensor;
+pub mod train;
 
 pub use backend::{Backend, Cpu};
 pub use error::{Error, Result};

@@ -2,7 +2,9 @@
 //! keep-mask. Dead nodes (see `Plan::liveness`) are never computed, get no gradient, and
 //! their BatchNorm statistics are left untouched.
 
+pub mod io;
 pub mod params;
+pub mod stats;
 pub mod unit;
 
 pub use params::{ParamSpec, Params, Role};
@@ -122,8 +124,7 @@ impl<B: Backend> Network<B> {
                 Op::Input => x.clone(),
                 Op::Unit(u) => {
                     let unit = &self.plan.units[*u];
-                    let xin = arg(0)?.clone();
-                    let (y, cache) = unit::forward(b, unit, &self.unit_params[*u], &mut self.params, &xin, mode)?;
+                    let (y, cache) = unit::forward(b, unit, &self.unit_params[*u], &mut self.params, arg(0)?, mode)?;
                     caches[i] = cache;
                     y
                 }

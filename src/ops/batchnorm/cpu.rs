@@ -1,29 +1,52 @@
-//! Per-channel reductions in f64 (the statistics feed every later layer; f32 sums over
-//! 50k values lose digits), parallel over channels; the element-wise passes are parallel over
-//! (image, channel) planes. Every reduction has a fixed order: results are thread-count free.
+//! Per-channel reductions, parallel over channels: each (image, channel) plane is summed in
+//! 8 f32 lanes (`wide`) and the plane sums are added in f64, so the statistics keep their
+//! digits over 50k values. The element-wise passes are parallel over planes. Every reduction
+//! has a fixed order: results do not depend on the thread count.
 
 use rayon::prelude::*;
+use wide::f32x8;
+
+#[inline]
+fn ld(s: &[f32]) -> f32x8 {
+    f32x8::from(<[f32; 8]>::try_from(s).unwrap_or([0.0; 8]))
+}
+
+/// Sum over a plane of f(x[i]) (8 lanes + scalar tail), returned in f64.
+#[inline]
+fn plane_sum(p: &[f32], fv: impl Fn(f32x8) -> f32x8, fs: impl Fn(f32) -> f32) -> f64 {
+    let n8 = p.len() / 8 * 8;
+    let mut acc = f32x8::ZERO;
+    for c in p[..n8].chunks_exact(8) {
+        acc += fv(ld(c));
+    }
+    let mut s: f64 = acc.to_array().iter().map(|&v| v as f64).sum();
+    for &v in &p[n8..] {
+        s += fs(v) as f64;
+    }
+    s
+}
 
 /// (mean, biased var) per channel of x [N, C, HW].
 pub fn stats(x: &[f32], [n, c, hw]: [usize; 3]) -> (Vec<f32>, Vec<f32>) {
     let per: Vec<(f32, f32)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let mut s = 0.0f64;
-            for i in 0..n {
-                s += x[(i * c + ch) * hw..(i * c + ch + 1) * hw].iter().map(|&v| v as f64).sum::<f64>();
-            }
+            let plane = |i: usize| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw];
+            let s: f64 = (0..n).map(|i| plane_sum(plane(i), |v| v, |v| v)).sum();
             let m = s / (n * hw) as f64;
-            let mut q = 0.0f64;
-            for i in 0..n {
-                q += x[(i * c + ch) * hw..(i * c + ch + 1) * hw]
-                    .iter()
-                    .map(|&v| {
-                        let d = v as f64 - m;
-                        d * d
-                    })
-                    .sum::<f64>();
-            }
+            let (mv, mf) = (f32x8::splat(m as f32), m as f32);
+            let q: f64 = (0..n)
+                .map(|i| {
+                    plane_sum(
+                        plane(i),
+                        |v| {
+                            let d = v - mv;
+                            d * d
+                        },
+                        |v| (v - mf) * (v - mf),
+                    )
+                })
+                .sum();
             (m as f32, (q / (n * hw) as f64) as f32)
         })
         .collect();
@@ -52,11 +75,11 @@ pub fn apply(
     let mut y = vec![0.0f32; x.len()];
     y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(p, (yp, xp))| {
         let ch = p % c;
-        let (s, t) = (wide::f32x8::splat(scale[ch]), wide::f32x8::splat(shift[ch]));
-        let z = wide::f32x8::ZERO;
+        let (s, t) = (f32x8::splat(scale[ch]), f32x8::splat(shift[ch]));
+        let z = f32x8::ZERO;
         let n8 = hw / 8 * 8;
         for (yc, xc) in yp[..n8].chunks_exact_mut(8).zip(xp[..n8].chunks_exact(8)) {
-            let v = wide::f32x8::from(<[f32; 8]>::try_from(xc).unwrap_or([0.0; 8])).mul_add(s, t);
+            let v = ld(xc).mul_add(s, t);
             yc.copy_from_slice(&(if relu { v.max(z) } else { v }).to_array());
         }
         for i in n8..hw {
@@ -67,7 +90,8 @@ pub fn apply(
     y
 }
 
-/// Returns (dx, dgamma, dbeta) of the training-mode forward.
+/// Returns (dx, dgamma, dbeta) of the training-mode forward. With `relu`, the incoming
+/// gradient is first masked by y > 0.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &[f32],
@@ -82,21 +106,35 @@ pub fn backward(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let [n, c, hw] = dims;
     let m = (n * hw) as f64;
-    let g = |i: usize| if relu && y[i] <= 0.0 { 0.0 } else { dy[i] };
+    let z = f32x8::ZERO;
+    let n8 = hw / 8 * 8;
+    let masked = |yv: f32x8, dv: f32x8| if relu { yv.simd_gt(z).bitselect(dv, z) } else { dv };
+    let masked_s = |yv: f32, dv: f32| if relu && yv <= 0.0 { 0.0 } else { dv };
+    // per channel: sum g and sum g (x - mean); dgamma = inv * the latter
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let inv = 1.0 / ((var[ch] + eps) as f64).sqrt();
             let (mut sg, mut sgx) = (0.0f64, 0.0f64);
+            let mv = f32x8::splat(mean[ch]);
             for i in 0..n {
-                let base = (i * c + ch) * hw;
-                for k in base..base + hw {
-                    let gv = g(k) as f64;
-                    sg += gv;
-                    sgx += gv * (x[k] as f64 - mean[ch] as f64) * inv;
+                let r = (i * c + ch) * hw..(i * c + ch + 1) * hw;
+                let (xp, yp, dp) = (&x[r.clone()], &y[r.clone()], &dy[r]);
+                let (mut ag, mut agx) = (f32x8::ZERO, f32x8::ZERO);
+                for k in (0..n8).step_by(8) {
+                    let g = masked(ld(&yp[k..k + 8]), ld(&dp[k..k + 8]));
+                    ag += g;
+                    agx += g * (ld(&xp[k..k + 8]) - mv);
+                }
+                sg += ag.to_array().iter().map(|&v| v as f64).sum::<f64>();
+                sgx += agx.to_array().iter().map(|&v| v as f64).sum::<f64>();
+                for k in n8..hw {
+                    let g = masked_s(yp[k], dp[k]);
+                    sg += g as f64;
+                    sgx += (g * (xp[k] - mean[ch])) as f64;
                 }
             }
-            (sg, sgx)
+            let inv = 1.0 / ((var[ch] + eps) as f64).sqrt();
+            (sg, sgx * inv)
         })
         .collect();
     let dbeta: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
@@ -108,11 +146,17 @@ pub fn backward(
         let k = gamma[ch] * inv;
         let mb = (sums[ch].0 / m) as f32;
         let mgx = (sums[ch].1 / m) as f32;
-        let base = p * hw;
-        for (j, d) in dxp.iter_mut().enumerate() {
-            let i = base + j;
-            let xhat = (x[i] - mean[ch]) * inv;
-            *d = k * (g(i) - mb - xhat * mgx);
+        let r = p * hw..(p + 1) * hw;
+        let (xp, yp, dp) = (&x[r.clone()], &y[r.clone()], &dy[r]);
+        let (kv, mbv, mgv, mv, iv) = (f32x8::splat(k), f32x8::splat(mb), f32x8::splat(mgx), f32x8::splat(mean[ch]), f32x8::splat(inv));
+        for j in (0..n8).step_by(8) {
+            let g = masked(ld(&yp[j..j + 8]), ld(&dp[j..j + 8]));
+            let xhat = (ld(&xp[j..j + 8]) - mv) * iv;
+            dxp[j..j + 8].copy_from_slice(&(kv * (g - mbv - xhat * mgv)).to_array());
+        }
+        for j in n8..hw {
+            let xhat = (xp[j] - mean[ch]) * inv;
+            dxp[j] = k * (masked_s(yp[j], dp[j]) - mb - xhat * mgx);
         }
     });
     (dx, dgamma, dbeta)

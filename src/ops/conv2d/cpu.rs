@@ -65,10 +65,24 @@ pub fn col2im(g: &ConvGeom, col: &[f32], dx: &mut [f32]) {
                         continue;
                     }
                     let drow = &mut plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    for ox in 0..g.wo {
-                        let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                        if ix >= 0 && ix < g.w as isize {
-                            drow[ix as usize] += src[oy * g.wo + ox];
+                    let srow = &src[oy * g.wo..(oy + 1) * g.wo];
+                    if g.stride == 1 {
+                        // contiguous run: ix = ox + kx - pad
+                        let off = kx as isize - g.pad as isize;
+                        let lo = (-off).clamp(0, g.wo as isize) as usize;
+                        let hi = (g.w as isize - off).clamp(0, g.wo as isize) as usize;
+                        if hi > lo {
+                            let d0 = (lo as isize + off) as usize;
+                            for (d, s) in drow[d0..d0 + (hi - lo)].iter_mut().zip(&srow[lo..hi]) {
+                                *d += *s;
+                            }
+                        }
+                    } else {
+                        for (ox, s) in srow.iter().enumerate() {
+                            let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                            if ix >= 0 && ix < g.w as isize {
+                                drow[ix as usize] += *s;
+                            }
                         }
                     }
                 }
