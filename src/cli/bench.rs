@@ -1,6 +1,6 @@
 use super::alloc;
 use super::{parse_list, CliError, CliResult};
-use fractalnet::backend::{Backend, Cpu};
+use fractalnet::backend::Backend;
 use fractalnet::gradcheck::random_vec;
 use fractalnet::model::io::load_model;
 use fractalnet::model::stats::stats;
@@ -51,6 +51,7 @@ pub struct BenchArgs {
     /// Timed steps (after 2 warm-up steps).
     #[arg(long, default_value_t = 20)]
     steps: usize,
+    /// cpu, vulkan, vulkan:N, or auto.
     #[arg(long, default_value = "cpu")]
     device: String,
     #[arg(long)]
@@ -60,20 +61,27 @@ pub struct BenchArgs {
 }
 
 pub fn run(a: BenchArgs) -> CliResult<()> {
-    if a.device != "cpu" {
-        return Err(CliError::Usage(format!("--device {}: only cpu is available in this build", a.device)));
-    }
     if a.steps == 0 || a.batch_size == 0 {
         return Err(CliError::Usage("--steps and --batch-size must be at least 1".into()));
     }
-    let b = Cpu::with_threads(a.threads.unwrap_or(0));
+    let (device, threads) = (a.device.clone(), a.threads);
+    super::device::dispatch(&device, threads, a)
+}
+
+impl super::device::OnBackend for BenchArgs {
+    fn run<B: Backend>(self, b: &B) -> CliResult<()> {
+        bench_on(b, self)
+    }
+}
+
+fn bench_on<B: Backend>(b: &B, a: BenchArgs) -> CliResult<()> {
     let mut net = match &a.checkpoint {
-        Some(p) => load_model(p, &b)?.0,
+        Some(p) => load_model(p, b)?.0,
         None => {
             let ch: Vec<usize> = parse_list("--channels", &a.channels)?;
             let mut cfg = FractalConfig::new(a.columns, ch, a.in_channels, a.classes);
             cfg.blocks = cfg.channels.len();
-            Network::new(&b, &cfg, 0)?
+            Network::new(b, &cfg, 0)?
         }
     };
     let cfg = net.config().clone();
@@ -81,7 +89,7 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
     let x = b.from_host(Shape::new([n, cfg.in_channels, cfg.input_hw[0], cfg.input_hw[1]]), &random_vec(n * cfg.in_channels * cfg.input_hw[0] * cfg.input_hw[1], 1))?;
     let labels: Vec<f32> = (0..n).map(|i| (i % cfg.classes) as f32).collect();
     let y = b.from_host(Shape::new([n]), &labels)?;
-    let mut sgd = Sgd::new(&b, &net.params, 0.01, 0.9, 0.0)?;
+    let mut sgd = Sgd::new(b, &net.params, 0.01, 0.9, 0.0)?;
     let mut rng = SeededRng::new(0);
     let eval_mask = match a.column {
         Some(c) => KeepMask::column(&cfg, c)?,
@@ -89,7 +97,7 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
     };
     let st = stats(&net.plan, n);
     let mut flops = 0f64;
-    let mut step = |net: &mut Network<Cpu>, count: bool| -> CliResult<()> {
+    let mut step = |net: &mut Network<B>, count: bool| -> CliResult<()> {
         match a.mode {
             BenchMode::Train => {
                 let mask = match a.drop_path {
@@ -105,12 +113,12 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                     }).sum::<usize>() + 2 * net.plan.features * cfg.classes;
                     flops += 3.0 * f as f64 * n as f64;
                 }
-                let (loss, _) = net.train_step(&b, &x, &y, &mask, rng.next_u64(), &mut sgd)?;
+                let (loss, _) = net.train_step(b, &x, &y, &mask, rng.next_u64(), &mut sgd)?;
                 b.to_host(&loss)?;
             }
             BenchMode::Eval => {
                 let stats_sel = net.stats_for(a.column);
-                let l = net.forward(&b, &x, &eval_mask, Mode::Eval { stats: stats_sel })?.logits;
+                let l = net.forward(b, &x, &eval_mask, Mode::Eval { stats: stats_sel })?.logits;
                 b.to_host(&l)?;
                 if count {
                     flops += (if a.column.is_some() { st.column_flops_per_image[a.column.unwrap_or(0)] } else { st.flops_per_image }) as f64 * n as f64;

@@ -1,6 +1,6 @@
 use super::train::load_splits;
 use super::{CliError, CliResult};
-use fractalnet::backend::Cpu;
+use fractalnet::backend::Backend;
 use fractalnet::checkpoint;
 use fractalnet::data::{self, DatasetKind, Split};
 use fractalnet::model::io::{load_from_raw, save_tensors, ModelMeta, RUN_KEY};
@@ -51,6 +51,9 @@ pub struct EvalArgs {
     seed: Option<u64>,
     #[arg(long)]
     threads: Option<usize>,
+    /// cpu, vulkan, vulkan:N, or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
 }
 
 fn run_meta(raw: &checkpoint::RawCheckpoint) -> serde_json::Value {
@@ -58,12 +61,22 @@ fn run_meta(raw: &checkpoint::RawCheckpoint) -> serde_json::Value {
 }
 
 pub fn run(a: EvalArgs) -> CliResult<()> {
-    let b = Cpu::with_threads(a.threads.unwrap_or(0));
+    let (device, threads) = (a.device.clone(), a.threads);
+    super::device::dispatch(&device, threads, a)
+}
+
+impl super::device::OnBackend for EvalArgs {
+    fn run<B: Backend>(self, b: &B) -> CliResult<()> {
+        eval_on(b, self)
+    }
+}
+
+fn eval_on<B: Backend>(b: &B, a: EvalArgs) -> CliResult<()> {
     if a.batch_size == 0 {
         return Err(CliError::Usage("--batch-size must be at least 1".into()));
     }
     let raw = checkpoint::read(&a.checkpoint)?;
-    let (mut net, meta) = load_from_raw(&raw, &b)?;
+    let (mut net, meta) = load_from_raw(&raw, b)?;
     let run = run_meta(&raw);
     let kind = DatasetKind::parse(&a.dataset, a.label.as_deref())?;
     let cfg = net.config().clone();
@@ -106,12 +119,12 @@ pub fn run(a: EvalArgs) -> CliResult<()> {
         None => KeepMask::all(&cfg),
     };
     let stats = net.stats_for(column);
-    let main = train::evaluate(&b, &mut net, &images, &meta.input_mean, &meta.input_std, &main_mask, stats, a.batch_size, logits.as_mut())?;
+    let main = train::evaluate(b, &mut net, &images, &meta.input_mean, &meta.input_std, &main_mask, stats, a.batch_size, logits.as_mut())?;
     let mut cols: Vec<Evaluation> = Vec::new();
     if a.all_columns {
         for g in 0..cfg.columns {
             let s = net.stats_for(Some(g));
-            cols.push(train::evaluate(&b, &mut net, &images, &meta.input_mean, &meta.input_std, &KeepMask::column(&cfg, g)?, s, a.batch_size, None)?);
+            cols.push(train::evaluate(b, &mut net, &images, &meta.input_mean, &meta.input_std, &KeepMask::column(&cfg, g)?, s, a.batch_size, None)?);
         }
     }
     if let (Some(path), Some(l)) = (&a.logits, &logits) {
@@ -156,12 +169,25 @@ pub struct CalibrateArgs {
     out: Option<PathBuf>,
     #[arg(long)]
     threads: Option<usize>,
+    /// cpu, vulkan, vulkan:N, or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
 }
 
 pub fn calibrate(a: CalibrateArgs) -> CliResult<()> {
-    let b = Cpu::with_threads(a.threads.unwrap_or(0));
+    let (device, threads) = (a.device.clone(), a.threads);
+    super::device::dispatch(&device, threads, a)
+}
+
+impl super::device::OnBackend for CalibrateArgs {
+    fn run<B: Backend>(self, b: &B) -> CliResult<()> {
+        calibrate_on(b, self)
+    }
+}
+
+fn calibrate_on<B: Backend>(b: &B, a: CalibrateArgs) -> CliResult<()> {
     let raw = checkpoint::read(&a.checkpoint)?;
-    let (mut net, meta): (_, ModelMeta) = load_from_raw(&raw, &b)?;
+    let (mut net, meta): (_, ModelMeta) = load_from_raw(&raw, b)?;
     if meta.column.is_some() {
         return Err(CliError::Usage(format!("{}: an extracted column cannot be calibrated; calibrate the full model and extract again", a.checkpoint.display())));
     }
@@ -170,10 +196,10 @@ pub fn calibrate(a: CalibrateArgs) -> CliResult<()> {
     let val = run["val"].as_u64().unwrap_or(0) as usize;
     let seed = run["seed"].as_u64().unwrap_or(0);
     let s = load_splits(kind, &a.data_dir, val, run["train_subset"].as_u64().map(|v| v as usize), seed)?;
-    train::calibrate(&b, &mut net, &s.train, &meta.input_mean, &meta.input_std, a.n, a.batch_size, seed)?;
+    train::calibrate(b, &mut net, &s.train, &meta.input_mean, &meta.input_std, a.n, a.batch_size, seed)?;
     let out = a.out.unwrap_or(a.checkpoint.clone());
     let extra: BTreeMap<String, String> = raw.metadata.iter().filter(|(k, _)| k.as_str() == RUN_KEY).map(|(k, v)| (k.clone(), v.clone())).collect();
-    save_tensors(&out, &b, &net.params, &meta, &extra, |_| true)?;
+    save_tensors(&out, b, &net.params, &meta, &extra, |_| true)?;
     println!("calibrated BN statistics of the full network and {} columns over {} images -> {}", net.config().columns, a.n.min(s.train.len()), out.display());
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 pub mod alloc;
 mod bench;
+pub mod device;
 mod eval;
 mod info;
 mod train;
@@ -24,6 +25,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Accuracy and loss of a model file: full network, one column, or every column.
     Eval(eval::EvalArgs),
+    /// List the Vulkan devices (`--device vulkan:N` picks one).
+    Devices(device::DevicesArgs),
     /// Time training steps or inference on synthetic input.
     Bench(bench::BenchArgs),
     /// Re-estimate BN statistics of a model file (full network and every column).
@@ -71,6 +74,7 @@ pub fn run(cli: Cli) -> CliResult<()> {
     match cli.command {
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Devices(a) => device::devices(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Calibrate(a) => eval::calibrate(a),

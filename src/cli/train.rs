@@ -1,5 +1,5 @@
 use super::{parse_list, CliError, CliResult};
-use fractalnet::backend::{Backend, Cpu};
+use fractalnet::backend::Backend;
 use fractalnet::data::{self, DatasetKind, Split};
 use fractalnet::model::io::{save_tensors, ModelMeta};
 use fractalnet::model::stats::stats;
@@ -111,8 +111,8 @@ pub struct TrainArgs {
     /// drop-path): the paper's Table 4 baseline.
     #[arg(long)]
     plain: bool,
-    /// cpu (the only device so far).
-    #[arg(long, default_value = "cpu")]
+    /// cpu, vulkan, vulkan:N, or auto (a Vulkan GPU when there is one, else the CPU).
+    #[arg(long, default_value = "auto")]
     device: String,
 }
 
@@ -135,10 +135,17 @@ pub fn load_splits(kind: DatasetKind, dir: &Path, val: usize, subset: Option<usi
 }
 
 pub fn run(a: TrainArgs) -> CliResult<()> {
-    if a.device != "cpu" {
-        return Err(CliError::Usage(format!("--device {}: only cpu is available in this build", a.device)));
+    let (device, threads) = (a.device.clone(), a.threads);
+    super::device::dispatch(&device, threads, a)
+}
+
+impl super::device::OnBackend for TrainArgs {
+    fn run<B: Backend>(self, b: &B) -> CliResult<()> {
+        run_on(b, self)
     }
-    let b = Cpu::with_threads(a.threads.unwrap_or(0));
+}
+
+fn run_on<B: Backend>(b: &B, a: TrainArgs) -> CliResult<()> {
     if let Some(dir) = &a.resume {
         let ck = dir.join(CHECKPOINT);
         if !ck.exists() {
@@ -154,16 +161,16 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
             }
             truncate_metrics(&dir.join("metrics.jsonl"), 0)?;
             println!("restarting {} from its config.json (it stopped before its first checkpoint)", dir.display());
-            return start(&b, spec, cfg, dir, a.keep);
+            return start(b, spec, cfg, dir, a.keep);
         }
-        let r = load_training(&ck, &b)?;
+        let r = load_training(&ck, b)?;
         let mut spec = r.spec;
         if let Some(d) = &a.data_dir {
             spec.data_dir = d.clone();
         }
         truncate_metrics(&dir.join("metrics.jsonl"), r.state.epoch)?;
         println!("resuming {} at epoch {} step {} (of {} epochs)", dir.display(), r.state.epoch + 1, r.state.step_in_epoch, spec.recipe.epochs);
-        return train_loop(&b, &spec, dir, r.net, r.sgd, r.meta, r.state, a.keep);
+        return train_loop(b, &spec, dir, r.net, r.sgd, r.meta, r.state, a.keep);
     }
     let dataset = a.dataset.clone().ok_or_else(|| CliError::Usage("--dataset is required (or --resume RUN_DIR)".into()))?;
     let data_dir = a.data_dir.clone().ok_or_else(|| CliError::Usage("--data-dir is required (or --resume RUN_DIR)".into()))?;
@@ -223,11 +230,11 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
         plain: a.plain,
         recipe,
     };
-    start(&b, spec, cfg, &out, a.keep)
+    start(b, spec, cfg, &out, a.keep)
 }
 
 /// A new run from its specification: config.json first, then training from epoch 0.
-fn start(b: &Cpu, spec: RunSpec, cfg: FractalConfig, out: &Path, keep: usize) -> CliResult<()> {
+fn start<B: Backend>(b: &B, spec: RunSpec, cfg: FractalConfig, out: &Path, keep: usize) -> CliResult<()> {
     let kind = DatasetKind::parse(&spec.dataset, spec.label.as_deref())?;
     let data = load_splits(kind, &spec.data_dir, spec.val, spec.train_subset, spec.seed)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
@@ -248,12 +255,12 @@ fn start(b: &Cpu, spec: RunSpec, cfg: FractalConfig, out: &Path, keep: usize) ->
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
 
 #[allow(clippy::too_many_arguments)]
-fn train_loop(
-    b: &Cpu,
+fn train_loop<B: Backend>(
+    b: &B,
     spec: &RunSpec,
     out: &Path,
-    mut net: Network<Cpu>,
-    mut sgd: Sgd<Cpu>,
+    mut net: Network<B>,
+    mut sgd: Sgd<B>,
     meta: ModelMeta,
     mut state: TrainState,
     keep: usize,
