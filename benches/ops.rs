@@ -206,7 +206,14 @@ fn bench_backend_ops<B: Backend>(c: &mut Criterion, b: &B, dev: &str) {
 fn benches(c: &mut Criterion) {
     bench_sgemm(c);
     bench_backend_ops(c, &Cpu::new(), "cpu");
-    // Vulkan goes here, e.g.: bench_backend_ops(c, &Vulkan::new(0)?, "vulkan");
+    // Vulkan side by side, on the first device (a GPU if there is one; lavapipe here, which is
+    // for correctness and runs at about 1 GFLOP/s). FRACTALNET_BENCH_DEVICES=cpu skips it.
+    if std::env::var("FRACTALNET_BENCH_DEVICES").map_or(true, |d| d.contains("vulkan")) {
+        match fractalnet::backend::vulkan::Vulkan::new(None) {
+            Ok(v) => bench_backend_ops(c, &v, "vulkan"),
+            Err(e) => eprintln!("vulkan benches skipped: {e}"),
+        }
+    }
 }
 
 criterion_group!(g, benches);

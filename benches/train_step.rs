@@ -111,7 +111,14 @@ fn benches_on<B: Backend>(c: &mut Criterion, b: &B, dev: &str) {
 
 fn benches(c: &mut Criterion) {
     benches_on(c, &Cpu::new(), "cpu");
-    // Vulkan goes here, e.g.: benches_on(c, &Vulkan::new(0)?, "vulkan");
+    // Vulkan side by side, on the first device (a GPU if there is one; lavapipe here, which is
+    // for correctness and runs at about 1 GFLOP/s). FRACTALNET_BENCH_DEVICES=cpu skips it.
+    if std::env::var("FRACTALNET_BENCH_DEVICES").map_or(true, |d| d.contains("vulkan")) {
+        match fractalnet::backend::vulkan::Vulkan::new(None) {
+            Ok(v) => benches_on(c, &v, "vulkan"),
+            Err(e) => eprintln!("vulkan benches skipped: {e}"),
+        }
+    }
 }
 
 criterion_group!(g, benches);
