@@ -41,11 +41,14 @@ fn main() {
             return;
         }
         Err(e) => {
+            // One line: clap's first paragraph (it names the missing or bad flag).
             let msg = e.to_string();
-            eprintln!(
-                "{} (see --help)",
-                msg.lines().next().unwrap_or("error: bad arguments")
-            );
+            let first: Vec<&str> = msg
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("{} (see --help)", first.join(" "));
             std::process::exit(2);
         }
     };
