@@ -425,7 +425,7 @@ fn extract_anytime_and_plot_agree_with_eval() {
     assert_eq!(rows.len(), 4, "{v}");
     let (blocks, plan) = (
         2,
-        fractalnet::plan::Plan::new(&load_model(&model, &Cpu::default()).unwrap().1.config)
+        fractalnet::plan::Plan::new(&load_model(&model, &Cpu::with_threads(2)).unwrap().1.config)
             .unwrap(),
     );
     for (c, r) in rows.iter().take(3).enumerate() {
@@ -653,5 +653,67 @@ fn bad_input_is_one_line_and_exit_2() {
             .args(["--out", "curves.jpg"]),
         ".png or .svg",
     );
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// The same files on Vulkan: the folded unit's bias add (an identity BatchNorm with eps 0)
+/// and the column's statistics give the CPU's logits within the conv GEMM's rounding.
+/// FAILS without a Vulkan device (lavapipe counts) unless FRACTALNET_SKIP_VULKAN=1;
+/// FRACTALNET_VK_DEVICE=<index> picks one.
+#[test]
+fn extracted_and_folded_columns_on_vulkan_match_the_cpu() {
+    use fractalnet::backend::vulkan::{Vulkan, VulkanOptions};
+    let device = std::env::var("FRACTALNET_VK_DEVICE").ok().map(|v| {
+        v.parse::<usize>()
+            .expect("FRACTALNET_VK_DEVICE is an index")
+    });
+    let vk = match Vulkan::with_options(VulkanOptions {
+        device,
+        validation: false,
+    }) {
+        Ok(v) => v,
+        Err(e) if std::env::var("FRACTALNET_SKIP_VULKAN").is_ok_and(|v| v == "1") => {
+            println!("SKIPPED (FRACTALNET_SKIP_VULKAN=1): {e}");
+            return;
+        }
+        Err(e) => panic!(
+            "no usable Vulkan device ({e}); set FRACTALNET_SKIP_VULKAN=1 to skip on a machine without Vulkan"
+        ),
+    };
+    println!("on {}", vk.name());
+    let b = Cpu::with_threads(2);
+    let tmp = tmpdir("vk");
+    let images = random_images(64, 3);
+    let (net, meta) = trained(&b, 3, &images);
+    let full_path = tmp.join("full.safetensors");
+    save_model(&full_path, &b, &net, &meta).unwrap();
+    let (mut full, _) = load_model(&full_path, &b).unwrap();
+    let idx: Vec<usize> = (0..20).collect();
+    let (x, _) = make_batch(&b, &images, &idx, &meta.input_mean, &meta.input_std, None).unwrap();
+    let (xv, _) = make_batch(&vk, &images, &idx, &meta.input_mean, &meta.input_std, None).unwrap();
+    for c in 0..3 {
+        let want = logits(&b, &mut full, &x, c, None);
+        let e = extract_column(&full, &meta, c).unwrap();
+        let f = fold_bn(&b, &e.params, &e.meta).unwrap();
+        for (name, params, m) in [
+            ("extracted", &e.params, &e.meta),
+            ("folded", &f.params, &f.meta),
+        ] {
+            let path = tmp.join(format!("col{c}-{name}.safetensors"));
+            save_tensors(&path, &b, params, m, &BTreeMap::new(), |_| true).unwrap();
+            let (mut on_vk, _) = load_model(&path, &vk).unwrap();
+            let mask = KeepMask::column(on_vk.config(), c).unwrap();
+            let stats = on_vk.stats_for(Some(c));
+            let got = vk
+                .to_host(&on_vk.predict(&vk, &xv, &mask, stats).unwrap())
+                .unwrap();
+            let err = rel_err(&want, &got);
+            assert!(
+                err <= 1e-4,
+                "column {c} {name} on {}: relative error {err}",
+                vk.name()
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(&tmp);
 }

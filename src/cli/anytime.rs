@@ -75,12 +75,12 @@ pub fn run(a: AnytimeArgs) -> CliResult<()> {
     if a.runs == 0 {
         return Err(CliError::Usage("--runs must be at least 1".into()));
     }
-    if let Some(t) = a.deadline_ms {
-        if !(t.is_finite() && t > 0.0) {
-            return Err(CliError::Usage(format!(
-                "--deadline-ms {t} must be a positive number of milliseconds"
-            )));
-        }
+    if let Some(t) = a.deadline_ms
+        && !(t.is_finite() && t > 0.0)
+    {
+        return Err(CliError::Usage(format!(
+            "--deadline-ms {t} must be a positive number of milliseconds"
+        )));
     }
     if let Some(p) = &a.plot {
         chart::check_path(p)?;
