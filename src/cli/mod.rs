@@ -1,10 +1,13 @@
 //! Subcommands. Each parses its flags into library types and prints; errors are one line.
 
 pub mod alloc;
+mod anytime;
 mod bench;
+mod chart;
 pub mod device;
 mod eval;
 mod info;
+mod plot;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +34,11 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Re-estimate BN statistics of a model file (full network and every column).
     Calibrate(eval::CalibrateArgs),
+    /// Every column and the full network: depth, parameters, latency, accuracy; the best
+    /// within a latency deadline; the accuracy-versus-latency curve.
+    Anytime(anytime::AnytimeArgs),
+    /// Learning curves of a run (RUN_DIR/metrics.jsonl) as a .png or .svg chart.
+    Plot(plot::PlotArgs),
 }
 
 /// An error of the command line: a library error, or bad usage.
@@ -78,6 +86,8 @@ pub fn run(cli: Cli) -> CliResult<()> {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Calibrate(a) => eval::calibrate(a),
+        Command::Anytime(a) => anytime::run(a),
+        Command::Plot(a) => plot::run(a),
     }
 }
 

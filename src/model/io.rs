@@ -5,7 +5,7 @@ use super::{param_specs, Network, Params, Role};
 use crate::backend::Backend;
 use crate::checkpoint::{self, RawCheckpoint, TensorSpec};
 use crate::error::{Error, Result};
-use crate::plan::{FractalConfig, Plan};
+use crate::plan::{FractalConfig, Plan, UnitKind};
 use crate::tensor::Shape;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -29,11 +29,15 @@ pub struct ModelMeta {
     /// Set in a file extracted from one column: it holds only that column's tensors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub column: Option<usize>,
+    /// Set when every unit's BatchNorm is folded into its convolution (`unit` is then
+    /// `conv_bias_relu`: `conv.weight` and `conv.bias` per layer, no `bn.*`). Inference only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub folded_bn: bool,
 }
 
 impl ModelMeta {
     pub fn new(config: FractalConfig, input_mean: Vec<f32>, input_std: Vec<f32>) -> Self {
-        ModelMeta { format_version: FORMAT_VERSION, config, input_mean, input_std, column: None }
+        ModelMeta { format_version: FORMAT_VERSION, config, input_mean, input_std, column: None, folded_bn: false }
     }
 
     fn check(&self, path: &Path) -> Result<()> {
@@ -53,6 +57,12 @@ impl ModelMeta {
         if self.input_mean.iter().any(|v| !v.is_finite()) || self.input_std.iter().any(|v| !v.is_finite() || *v <= 0.0) {
             return bad("input_mean must be finite and input_std finite and positive".into());
         }
+        if self.folded_bn != (self.config.unit == UnitKind::ConvBiasRelu) {
+            return bad(format!(
+                "folded_bn is {} but unit is {:?}: a folded file has unit conv_bias_relu, and only it",
+                self.folded_bn, self.config.unit
+            ));
+        }
         if let Some(col) = self.column {
             if col >= self.config.columns {
                 return bad(format!("column {col} is out of range for {} columns", self.config.columns));
@@ -67,6 +77,9 @@ pub fn expected_tensors(plan: &Plan, column: Option<usize>) -> (Vec<TensorSpec>,
     let mut required = Vec::new();
     let mut optional = Vec::new();
     for s in param_specs(plan) {
+        if !s.role.stored() {
+            continue;
+        }
         if let Some(c) = column {
             if !s.name.starts_with("fc.") && !s.name.contains(&format!(".col{c}.")) {
                 continue;
@@ -99,7 +112,7 @@ pub fn save_tensors<B: Backend>(
     let mut host = Vec::new();
     for (s, t) in params.specs.iter().zip(&params.tensors) {
         let column_stat = matches!(s.role, Role::ColumnMean | Role::ColumnVar);
-        if (column_stat && !params.has_column_stats) || !keep(&s.name) {
+        if (column_stat && !params.has_column_stats) || !s.role.stored() || !keep(&s.name) {
             continue;
         }
         host.push((s.name.clone(), s.shape.clone(), b.to_host(t)?));
@@ -118,7 +131,8 @@ pub fn read_meta(raw: &RawCheckpoint) -> Result<ModelMeta> {
     Ok(meta)
 }
 
-/// Loads a model file (a full network, or a column extracted from one) onto backend `b`.
+/// Loads a model file (a full network, or a column extracted from one, BatchNorm folded or
+/// not) onto backend `b`.
 /// Everything is validated: metadata, every expected tensor with its shape, no extra tensor,
 /// finite values. Tensors an extracted file does not hold (other columns) are left at their
 /// initial values; they are dead under the file's column mask and never computed.
@@ -169,13 +183,7 @@ pub fn params_from_raw<B: Backend>(
     for s in &specs {
         let t = match raw.tensors.get(&s.name) {
             Some((shape, v)) => b.from_host(shape.clone(), v)?,
-            None => {
-                let fill = match s.role {
-                    Role::Gamma | Role::RunningVar | Role::ColumnVar => 1.0,
-                    _ => 0.0,
-                };
-                b.from_host(s.shape.clone(), &vec![fill; s.shape.numel()])?
-            }
+            None => b.from_host(s.shape.clone(), &vec![s.role.fill(); s.shape.numel()])?,
         };
         tensors.push(t);
     }

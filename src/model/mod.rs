@@ -2,6 +2,7 @@
 //! keep-mask. Dead nodes (see `Plan::liveness`) are never computed, get no gradient, and
 //! their BatchNorm statistics are left untouched.
 
+pub mod extract;
 pub mod io;
 pub mod params;
 pub mod stats;

@@ -23,11 +23,26 @@ pub enum Role {
     /// The layer's own column's statistics (precise BN): zero / one until calibrated.
     ColumnMean,
     ColumnVar,
+    /// A constant operand of a unit's ops (all ones / all zeros), e.g. the identity
+    /// BatchNorm that adds a folded unit's bias. Neither trained nor stored in files.
+    Ones,
+    Zeros,
 }
 
 impl Role {
     pub fn trainable(&self) -> bool {
         matches!(self, Role::Weight { .. } | Role::Bias | Role::Gamma | Role::Beta)
+    }
+    /// Whether the tensor belongs in a model file (constants are rebuilt from the plan).
+    pub fn stored(&self) -> bool {
+        !matches!(self, Role::Ones | Role::Zeros)
+    }
+    /// The value every element starts at (weights: drawn instead, see `Params::init`).
+    pub fn fill(&self) -> f32 {
+        match self {
+            Role::Gamma | Role::RunningVar | Role::ColumnVar | Role::Ones => 1.0,
+            _ => 0.0,
+        }
     }
 }
 
@@ -62,8 +77,7 @@ impl<B: Backend> Params<B> {
                     let bound = (6.0 / (fan_in + fan_out) as f64).sqrt();
                     (0..n).map(|_| ((rng.uniform_f64() * 2.0 - 1.0) * bound) as f32).collect()
                 }
-                Role::Gamma | Role::RunningVar | Role::ColumnVar => vec![1.0; n],
-                Role::Bias | Role::Beta | Role::RunningMean | Role::ColumnMean => vec![0.0; n],
+                r => vec![r.fill(); n],
             };
             tensors.push(backend.from_host(s.shape.clone(), &v)?);
         }

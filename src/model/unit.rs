@@ -6,7 +6,7 @@
 
 use super::params::{ParamSpec, Params, Role};
 use crate::backend::Backend;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ops::batchnorm::{self, BatchStats};
 use crate::plan::{UnitKind, UnitNode};
 use crate::rng::mix64;
@@ -53,6 +53,10 @@ const RMEAN: usize = 3;
 const RVAR: usize = 4;
 const CMEAN: usize = 5;
 const CVAR: usize = 6;
+// ConvBiasRelu: conv.weight at CONV_W, then these.
+const BIAS: usize = 1;
+const ONES: usize = 2;
+const ZEROS: usize = 3;
 
 pub fn param_specs(u: &UnitNode) -> Vec<ParamSpec> {
     let p = u.prefix();
@@ -75,7 +79,27 @@ pub fn param_specs(u: &UnitNode) -> Vec<ParamSpec> {
                 spec("bn.column_var", c, Role::ColumnVar),
             ]
         }
+        UnitKind::ConvBiasRelu => {
+            let k = u.kind.kernel();
+            let c = Shape::new([u.cout]);
+            let spec = |n: &str, shape: Shape, role| ParamSpec { name: format!("{p}.{n}"), shape, role };
+            vec![
+                spec(
+                    "conv.weight",
+                    Shape::new([u.cout, u.cin, k, k]),
+                    Role::Weight { fan_in: u.cin * k * k, fan_out: u.cout * k * k },
+                ),
+                spec("conv.bias", c.clone(), Role::Bias),
+                // Not in files: the operands of the identity BatchNorm that adds the bias.
+                spec("const.ones", c.clone(), Role::Ones),
+                spec("const.zeros", c, Role::Zeros),
+            ]
+        }
     }
+}
+
+fn inference_only(u: &UnitNode) -> Error {
+    Error::config(format!("{}: a folded network (BatchNorm folded into the convolutions) is for inference only", u.prefix()))
 }
 
 /// Forward through one unit. Returns the output and, in training mode, the cache.
@@ -139,6 +163,19 @@ pub fn forward<B: Backend>(
                 }
             }
         }
+        UnitKind::ConvBiasRelu => {
+            if !matches!(mode, Mode::Eval { .. }) {
+                return Err(inference_only(u));
+            }
+            let z = b.conv2d_forward(x, &params.tensors[t(CONV_W)], u.kind.conv_params())?;
+            // relu(z + bias) as a BatchNorm with gamma 1, mean 0, var 1 and eps 0: its scale
+            // 1 / sqrt(1 + 0) is exactly 1 and its shift exactly the bias, so every backend
+            // computes fma(z, 1, bias) = z + bias, correctly rounded. No extra op needed.
+            let p = &params.tensors;
+            let (ones, zeros) = (&p[t(ONES)], &p[t(ZEROS)]);
+            let y = b.batchnorm_forward_eval(&z, ones, &p[t(BIAS)], zeros, ones, 0.0, true)?;
+            Ok((y, None))
+        }
     }
 }
 
@@ -171,6 +208,9 @@ pub fn backward<B: Backend>(
             grads[t(GAMMA)] = Some(dgamma);
             grads[t(BETA)] = Some(dbeta);
             Ok(dx)
+        }
+        UnitKind::ConvBiasRelu => {
+            Err(inference_only(u))
         }
     }
 }

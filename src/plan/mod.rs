@@ -48,17 +48,21 @@ pub enum UnitKind {
     /// conv3x3 (pad 1, no bias) -> dropout -> BatchNorm -> ReLU (shared/SPEC.md).
     #[default]
     ConvBnRelu,
+    /// conv3x3 (pad 1) + per-channel bias -> ReLU: a `ConvBnRelu` whose evaluation-mode
+    /// BatchNorm was folded into the convolution (`crate::model::extract::fold_bn`). For
+    /// inference only: it has no BatchNorm to train or calibrate.
+    ConvBiasRelu,
 }
 
 impl UnitKind {
     pub fn conv_params(&self) -> Conv2dParams {
         match self {
-            UnitKind::ConvBnRelu => Conv2dParams::SAME3X3,
+            UnitKind::ConvBnRelu | UnitKind::ConvBiasRelu => Conv2dParams::SAME3X3,
         }
     }
     pub fn kernel(&self) -> usize {
         match self {
-            UnitKind::ConvBnRelu => 3,
+            UnitKind::ConvBnRelu | UnitKind::ConvBiasRelu => 3,
         }
     }
 }
