@@ -27,6 +27,11 @@ pub trait Backend: Sized {
     fn zeros(&self, shape: &Shape) -> Result<Tensor<Self>>;
     fn from_host(&self, shape: Shape, data: &[f32]) -> Result<Tensor<Self>>;
     fn to_host(&self, t: &Tensor<Self>) -> Result<Vec<f32>>;
+    /// Several tensors at once: one wait for the device instead of one per tensor (the
+    /// training loop reads a step's loss and predictions together).
+    fn to_host_many(&self, ts: &[&Tensor<Self>]) -> Result<Vec<Vec<f32>>> {
+        ts.iter().map(|t| self.to_host(t)).collect()
+    }
     /// Waits until all queued work is done (a no-op on the CPU); for timing.
     fn sync(&self) -> Result<()> {
         Ok(())

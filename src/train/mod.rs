@@ -134,11 +134,13 @@ pub fn evaluate<B: Backend>(
         let (x, y) = make_batch(b, images, chunk, mean, std, None)?;
         let logits = net.predict(b, &x, mask, stats)?;
         let (loss, _) = b.softmax_xent(&logits, &y)?;
-        let pred = b.to_host(&b.argmax(&logits)?)?;
-        loss_sum += b.to_host(&loss)?[0] as f64 * chunk.len() as f64;
+        let pred = b.argmax(&logits)?;
+        let mut back = b.to_host_many(&[&loss, &pred, &logits])?.into_iter();
+        let (loss, pred, host_logits) = (back.next().unwrap_or_default(), back.next().unwrap_or_default(), back.next().unwrap_or_default());
+        loss_sum += loss.first().copied().unwrap_or(f32::NAN) as f64 * chunk.len() as f64;
         correct += pred.iter().zip(chunk).filter(|(p, i)| **p as u32 == images.labels[**i]).count();
         if let Some(out) = logits_out.as_deref_mut() {
-            out.extend(b.to_host(&logits)?);
+            out.extend(host_logits);
         }
     }
     let secs = start.elapsed().as_secs_f64();
@@ -286,11 +288,13 @@ pub fn train_epoch<B: Backend>(
         let (mask, _) = dp.sample(&cfg, &mut dp_rng);
         let seed = do_rng.next_u64();
         let (loss, logits) = net.train_step(b, &x, &y, &mask, seed, sgd)?;
-        let loss = b.to_host(&loss)?[0];
+        // the step's one read-back: its loss and predictions together
+        let mut back = b.to_host_many(&[&loss, &b.argmax(&logits)?])?.into_iter();
+        let (loss, pred) = (back.next().unwrap_or_default(), back.next().unwrap_or_default());
+        let loss = loss.first().copied().unwrap_or(f32::NAN);
         if !loss.is_finite() {
             return Err(Error::Diverged { what: format!("loss {loss} at epoch {} step {}", state.epoch + 1, state.step + 1) });
         }
-        let pred = b.to_host(&b.argmax(&logits)?)?;
         state.correct += pred.iter().zip(chunk.iter()).filter(|(p, i)| **p as u32 == data.train.labels[**i]).count();
         state.loss_sum += loss as f64 * chunk.len() as f64;
         state.seen += chunk.len();

@@ -449,6 +449,35 @@ impl Backend for Vulkan {
             .collect())
     }
 
+    fn to_host_many(&self, ts: &[&Tensor<Self>]) -> Result<Vec<Vec<f32>>> {
+        // staging buffers first (allocation may need the device), then record every copy
+        let staged: Vec<Option<Arc<Buffer>>> = ts
+            .iter()
+            .map(|t| if t.numel() == 0 { Ok(None) } else { self.alloc(Place::Download, t.numel()).map(Some) })
+            .collect::<Result<_>>()?;
+        let ctx = &self.shared.ctx;
+        {
+            let mut work = lock(&self.shared.work);
+            for (t, staging) in ts.iter().zip(&staged) {
+                if let Some(staging) = staging {
+                    work.stream.download(&ctx.device, ctx.queue, buf(t), staging, (t.numel() * 4) as u64)?;
+                }
+            }
+            // one wait for every download
+            work.stream.finish(&ctx.device, ctx.queue)?;
+        }
+        staged
+            .into_iter()
+            .map(|s| match s {
+                None => Ok(Vec::new()),
+                Some(staging) => {
+                    let bytes = staging.mapped().ok_or_else(|| err("download buffer is not host-visible"))?;
+                    Ok(bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
+                }
+            })
+            .collect()
+    }
+
     fn sync(&self) -> Result<()> {
         self.finish()
     }
