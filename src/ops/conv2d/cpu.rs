@@ -1,23 +1,40 @@
-//! im2col + GEMM convolution. Images are independent, so the batch is split over rayon;
-//! the weight gradient is summed per fixed group of images and the group partials are added
-//! in order, so the result does not depend on the thread count.
+//! im2col + GEMM convolution. Images are independent, so the batch is cut into groups of
+//! consecutive images and the groups are spread over rayon. The images of a group share one
+//! GEMM (their im2col matrices side by side), so the small deep layers (4x4, 2x2 outputs)
+//! still get GEMMs wide enough to amortise packing. The grouping is a function of the
+//! geometry only; the weight gradient is summed per group and the group partials are added
+//! in order, so no result depends on the thread count.
 
 use super::ConvGeom;
 use crate::ops::gemm::{sgemm, MatRef};
 use rayon::prelude::*;
 
-/// Images per weight-gradient partial (fixed: results must not depend on the thread count).
-const DW_GROUP: usize = 4;
+/// GEMM columns (images x output pixels) a group aims for.
+const GROUP_COLS: usize = 512;
+/// Groups come in multiples of this, so that 1, 2 or 4 threads share them evenly.
+const GROUP_QUANTUM: usize = 4;
 
-/// col[(ci*kh + ky)*kw + kx, oy*wo + ox] = x[ci, oy*s + ky - pad, ox*s + kx - pad] (or 0).
-pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
+/// Image ranges of the groups: consecutive, sizes differing by at most one. Depends only on
+/// (n, output pixels per image).
+pub fn groups(n: usize, hw_o: usize) -> Vec<std::ops::Range<usize>> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let want = (n * hw_o).div_ceil(GROUP_COLS).max(1).next_multiple_of(GROUP_QUANTUM);
+    let count = want.min(n);
+    (0..count).map(|i| i * n / count..(i + 1) * n / count).collect()
+}
+
+/// col[(ci*kh + ky)*kw + kx, oy*wo + ox] = x[ci, oy*s + ky - pad, ox*s + kx - pad] (or 0),
+/// with row stride `ld` (>= ho*wo: several images side by side).
+pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize) {
     let hw_o = g.ho * g.wo;
     for ci in 0..g.cin {
         let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let row = (ci * g.kh + ky) * g.kw + kx;
-                let dst = &mut col[row * hw_o..(row + 1) * hw_o];
+                let dst = &mut col[row * ld..row * ld + hw_o];
                 for oy in 0..g.ho {
                     let iy = (oy * g.stride + ky) as isize - g.pad as isize;
                     let drow = &mut dst[oy * g.wo..(oy + 1) * g.wo];
@@ -49,8 +66,9 @@ pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
     }
 }
 
-/// The adjoint of im2col: dx[ci, iy, ix] += col[...] for every window that read it.
-pub fn col2im(g: &ConvGeom, col: &[f32], dx: &mut [f32]) {
+/// The adjoint of im2col (row stride `ld`): dx[ci, iy, ix] = sum of col[...] over every
+/// window that read it.
+pub fn col2im(g: &ConvGeom, col: &[f32], ld: usize, dx: &mut [f32]) {
     dx.fill(0.0);
     let hw_o = g.ho * g.wo;
     for ci in 0..g.cin {
@@ -58,7 +76,7 @@ pub fn col2im(g: &ConvGeom, col: &[f32], dx: &mut [f32]) {
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let row = (ci * g.kh + ky) * g.kw + kx;
-                let src = &col[row * hw_o..(row + 1) * hw_o];
+                let src = &col[row * ld..row * ld + hw_o];
                 for oy in 0..g.ho {
                     let iy = (oy * g.stride + ky) as isize - g.pad as isize;
                     if iy < 0 || iy >= g.h as isize {
@@ -91,20 +109,58 @@ pub fn col2im(g: &ConvGeom, col: &[f32], dx: &mut [f32]) {
     }
 }
 
+/// Cuts `v` into the per-group slices (`per` values per image).
+fn split_groups<'a>(mut v: &'a mut [f32], groups: &[std::ops::Range<usize>], per: usize) -> Vec<&'a mut [f32]> {
+    let mut out = Vec::with_capacity(groups.len());
+    for r in groups {
+        let (a, b) = std::mem::take(&mut v).split_at_mut(r.len() * per);
+        out.push(a);
+        v = b;
+    }
+    out
+}
+
+/// Grows a scratch buffer to at least `n` values (contents unspecified).
+fn scratch(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    &mut buf[..n]
+}
+
+/// The column matrix of images `r` of `x`, side by side: [k, r.len() * hw_o].
+fn group_col<'a>(g: &ConvGeom, x: &[f32], r: &std::ops::Range<usize>, buf: &'a mut Vec<f32>) -> &'a [f32] {
+    let (in_sz, hw_o) = (g.cin * g.h * g.w, g.ho * g.wo);
+    let ld = r.len() * hw_o;
+    let col = scratch(buf, g.k() * ld);
+    for (i, n) in r.clone().enumerate() {
+        im2col(g, &x[n * in_sz..(n + 1) * in_sz], &mut col[i * hw_o..], ld);
+    }
+    col
+}
+
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
-    let (in_sz, out_sz, k, hw_o) = (g.cin * g.h * g.w, g.cout * g.ho * g.wo, g.k(), g.ho * g.wo);
+    let (out_sz, k, hw_o) = (g.cout * g.ho * g.wo, g.k(), g.ho * g.wo);
+    let groups = groups(g.n, hw_o);
     let mut y = vec![0.0f32; g.n * out_sz];
     let wm = MatRef::rm(w, g.cout, k);
-    y.par_chunks_mut(out_sz).zip(x.par_chunks(in_sz)).for_each_init(
-        || vec![0.0f32; if g.is_pointwise() { 0 } else { k * hw_o }],
-        |col, (yn, xn)| {
-            let cm = if g.is_pointwise() {
-                MatRef::rm(xn, k, hw_o)
+    split_groups(&mut y, &groups, out_sz).into_par_iter().zip(groups.par_iter()).for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(colbuf, ybuf), (yg, r)| {
+            let ld = r.len() * hw_o;
+            let col = group_col(g, x, r, colbuf);
+            if r.len() == 1 {
+                sgemm(1.0, wm, MatRef::rm(col, k, ld), 0.0, yg);
             } else {
-                im2col(g, xn, col);
-                MatRef::rm(col, k, hw_o)
-            };
-            sgemm(1.0, wm, cm, 0.0, yn);
+                // [cout, images x pixels] -> images of [cout, pixels]
+                let yt = scratch(ybuf, g.cout * ld);
+                sgemm(1.0, wm, MatRef::rm(col, k, ld), 0.0, yt);
+                for (i, yn) in yg.chunks_exact_mut(out_sz).enumerate() {
+                    for (co, dst) in yn.chunks_exact_mut(hw_o).enumerate() {
+                        dst.copy_from_slice(&yt[co * ld + i * hw_o..co * ld + (i + 1) * hw_o]);
+                    }
+                }
+            }
         },
     );
     y
@@ -120,54 +176,50 @@ pub fn backward(
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     let (in_sz, out_sz, k, hw_o) = (g.cin * g.h * g.w, g.cout * g.ho * g.wo, g.k(), g.ho * g.wo);
     let wsz = g.cout * k;
-    let groups = g.n.div_ceil(DW_GROUP);
+    let groups = groups(g.n, hw_o);
     let mut dx = if need_dx { vec![0.0f32; g.n * in_sz] } else { Vec::new() };
     let wt = MatRef::rm_t(w, g.cout, k); // [k, cout]
 
     // Each group of images: its dw partial, and (when asked) its images' dx.
-    let partials: Vec<Vec<f32>> = {
-        let dx_groups: Vec<&mut [f32]> = if need_dx {
-            dx.chunks_mut(DW_GROUP * in_sz).collect()
-        } else {
-            Vec::new()
-        };
-        let mut dx_iter: Vec<Option<&mut [f32]>> = dx_groups.into_iter().map(Some).collect();
-        dx_iter.resize_with(groups, || None);
-        dx_iter
-            .into_par_iter()
-            .enumerate()
-            .map(|(gi, mut dxg)| {
-                let mut dw = vec![0.0f32; wsz];
-                let mut col = vec![0.0f32; k * hw_o];
-                let mut dcol = vec![0.0f32; if need_dx && !g.is_pointwise() { k * hw_o } else { 0 }];
-                let n0 = gi * DW_GROUP;
-                let n1 = (n0 + DW_GROUP).min(g.n);
-                for n in n0..n1 {
-                    let xn = &x[n * in_sz..(n + 1) * in_sz];
-                    let dyn_ = &dy[n * out_sz..(n + 1) * out_sz];
-                    let cm = if g.is_pointwise() {
-                        MatRef::rm(xn, k, hw_o)
-                    } else {
-                        im2col(g, xn, &mut col);
-                        MatRef::rm(&col, k, hw_o)
-                    };
-                    // dw += dy_n [cout, hw] col^T [hw, k]
-                    let colt = MatRef { data: cm.data, rows: hw_o, cols: k, rs: 1, cs: hw_o as isize };
-                    sgemm(1.0, MatRef::rm(dyn_, g.cout, hw_o), colt, 1.0, &mut dw);
-                    if let Some(dxg) = dxg.as_deref_mut() {
-                        let dxn = &mut dxg[(n - n0) * in_sz..(n - n0 + 1) * in_sz];
-                        if g.is_pointwise() {
-                            sgemm(1.0, wt, MatRef::rm(dyn_, g.cout, hw_o), 0.0, dxn);
-                        } else {
-                            sgemm(1.0, wt, MatRef::rm(dyn_, g.cout, hw_o), 0.0, &mut dcol);
-                            col2im(g, &dcol, dxn);
+    let mut dx_groups: Vec<Option<&mut [f32]>> =
+        if need_dx { split_groups(&mut dx, &groups, in_sz).into_iter().map(Some).collect() } else { Vec::new() };
+    dx_groups.resize_with(groups.len(), || None);
+    let partials: Vec<Vec<f32>> = dx_groups
+        .into_par_iter()
+        .zip(groups.par_iter())
+        .map_init(
+            || (Vec::new(), Vec::new(), Vec::new()),
+            |(colbuf, dybuf, dcolbuf), (dxg, r)| {
+                let ld = r.len() * hw_o;
+                let col = group_col(g, x, r, colbuf);
+                // dy of the group as [cout, images x pixels]
+                let dyg: &[f32] = if r.len() == 1 {
+                    &dy[r.start * out_sz..r.end * out_sz]
+                } else {
+                    let t = scratch(dybuf, g.cout * ld);
+                    for (i, n) in r.clone().enumerate() {
+                        let dyn_ = &dy[n * out_sz..(n + 1) * out_sz];
+                        for (co, src) in dyn_.chunks_exact(hw_o).enumerate() {
+                            t[co * ld + i * hw_o..co * ld + (i + 1) * hw_o].copy_from_slice(src);
                         }
+                    }
+                    t
+                };
+                let dym = MatRef::rm(dyg, g.cout, ld);
+                // dw = dy [cout, ld] col^T [ld, k]
+                let mut dw = vec![0.0f32; wsz];
+                sgemm(1.0, dym, MatRef::rm_t(col, k, ld), 0.0, &mut dw);
+                if let Some(dxg) = dxg {
+                    let dcol = scratch(dcolbuf, k * ld);
+                    sgemm(1.0, wt, dym, 0.0, dcol);
+                    for (i, dxn) in dxg.chunks_exact_mut(in_sz).enumerate() {
+                        col2im(g, &dcol[i * hw_o..], ld, dxn);
                     }
                 }
                 dw
-            })
-            .collect()
-    };
+            },
+        )
+        .collect();
     let mut dw = vec![0.0f32; wsz];
     for p in &partials {
         crate::ops::elementwise::cpu::add_assign(&mut dw, p);
