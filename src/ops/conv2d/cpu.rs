@@ -29,6 +29,9 @@ pub fn groups(n: usize, hw_o: usize) -> Vec<std::ops::Range<usize>> {
 /// with row stride `ld` (>= ho*wo: several images side by side).
 pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize) {
     let hw_o = g.ho * g.wo;
+    if is_same_stride1(g) {
+        return im2col_same(g, x, col, ld);
+    }
     for ci in 0..g.cin {
         let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
         for ky in 0..g.kh {
@@ -66,11 +69,14 @@ pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize) {
     }
 }
 
-/// The adjoint of im2col (row stride `ld`): dx[ci, iy, ix] = sum of col[...] over every
-/// window that read it.
-pub fn col2im(g: &ConvGeom, col: &[f32], ld: usize, dx: &mut [f32]) {
-    dx.fill(0.0);
+/// The adjoint of im2col (row stride `ld`): dx[ci, iy, ix] += col[...] for every window that
+/// read it (`dx` comes in zeroed). The rows are added in order, so the sum order is fixed.
+/// `col` is scratch: entries that fall outside the image may be zeroed.
+pub fn col2im(g: &ConvGeom, col: &mut [f32], ld: usize, dx: &mut [f32]) {
     let hw_o = g.ho * g.wo;
+    if is_same_stride1(g) {
+        return col2im_same(g, col, ld, dx);
+    }
     for ci in 0..g.cin {
         let plane = &mut dx[ci * g.h * g.w..(ci + 1) * g.h * g.w];
         for ky in 0..g.kh {
@@ -103,6 +109,92 @@ pub fn col2im(g: &ConvGeom, col: &[f32], ld: usize, dx: &mut [f32]) {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Stride 1 and output size = input size ("same" padding, e.g. 3x3 pad 1): the im2col row of
+/// (ci, ky, kx) is then the input plane shifted by (ky - pad) rows and (kx - pad) columns,
+/// one contiguous copy plus zeroed borders instead of a copy per output row.
+fn is_same_stride1(g: &ConvGeom) -> bool {
+    g.stride == 1 && g.ho == g.h && g.wo == g.w && g.kh <= 2 * g.pad + 1 && g.kw <= 2 * g.pad + 1
+}
+
+/// For the (ky, kx) tap of a same/stride-1 conv: the shift (dy, dx), the valid output rows
+/// [r0, r1) and columns [c0, c1) (those whose tap reads inside the image).
+fn tap(g: &ConvGeom, ky: usize, kx: usize) -> (isize, isize, usize, usize, usize, usize) {
+    let (dy, dx) = (ky as isize - g.pad as isize, kx as isize - g.pad as isize);
+    let clip = |d: isize, n: usize| ((-d).clamp(0, n as isize) as usize, (n as isize - d).clamp(0, n as isize) as usize);
+    let (r0, r1) = clip(dy, g.h);
+    let (c0, c1) = clip(dx, g.w);
+    (dy, dx, r0, r1, c0, c1)
+}
+
+fn im2col_same(g: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize) {
+    let (h, w) = (g.h, g.w);
+    let hw = h * w;
+    for ci in 0..g.cin {
+        let plane = &x[ci * hw..(ci + 1) * hw];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = (ci * g.kh + ky) * g.kw + kx;
+                let dst = &mut col[row * ld..row * ld + hw];
+                let (dy, dx, r0, r1, c0, c1) = tap(g, ky, kx);
+                dst[..r0 * w].fill(0.0);
+                dst[r1 * w..].fill(0.0);
+                if r1 <= r0 || c1 <= c0 {
+                    dst[r0 * w..r1 * w].fill(0.0);
+                    continue;
+                }
+                // one shifted copy of the valid rows; the entries that wrapped around a row
+                // end (invalid columns) are zeroed after
+                let (i0, i1) = (r0 * w + c0, (r1 - 1) * w + c1);
+                let s0 = (i0 as isize + dy * w as isize + dx) as usize;
+                dst[i0..i1].copy_from_slice(&plane[s0..s0 + (i1 - i0)]);
+                for oy in r0..r1 {
+                    let r = &mut dst[oy * w..(oy + 1) * w];
+                    for v in &mut r[..c0] {
+                        *v = 0.0;
+                    }
+                    for v in &mut r[c1..] {
+                        *v = 0.0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn col2im_same(g: &ConvGeom, col: &mut [f32], ld: usize, dxs: &mut [f32]) {
+    let (h, w) = (g.h, g.w);
+    let hw = h * w;
+    for ci in 0..g.cin {
+        let plane = &mut dxs[ci * hw..(ci + 1) * hw];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = (ci * g.kh + ky) * g.kw + kx;
+                let src = &mut col[row * ld..row * ld + hw];
+                let (dy, dx, r0, r1, c0, c1) = tap(g, ky, kx);
+                if r1 <= r0 || c1 <= c0 {
+                    continue;
+                }
+                // zero the invalid columns of the source so one flat add over the valid
+                // rows puts nothing where a row wrapped around
+                for oy in r0..r1 {
+                    let r = &mut src[oy * w..(oy + 1) * w];
+                    for v in &mut r[..c0] {
+                        *v = 0.0;
+                    }
+                    for v in &mut r[c1..] {
+                        *v = 0.0;
+                    }
+                }
+                let (i0, i1) = (r0 * w + c0, (r1 - 1) * w + c1);
+                let d0 = (i0 as isize + dy * w as isize + dx) as usize;
+                for (d, s) in plane[d0..d0 + (i1 - i0)].iter_mut().zip(&src[i0..i1]) {
+                    *d += *s;
                 }
             }
         }
@@ -213,7 +305,7 @@ pub fn backward(
                     let dcol = scratch(dcolbuf, k * ld);
                     sgemm(1.0, wt, dym, 0.0, dcol);
                     for (i, dxn) in dxg.chunks_exact_mut(in_sz).enumerate() {
-                        col2im(g, &dcol[i * hw_o..], ld, dxn);
+                        col2im(g, &mut dcol[i * hw_o..], ld, dxn);
                     }
                 }
                 dw
