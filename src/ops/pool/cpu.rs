@@ -1,5 +1,6 @@
 use super::Pool2dParams;
 use rayon::prelude::*;
+use wide::{f32x4, CmpEq, CmpGt};
 
 /// Whether v replaces the current best bv: strictly greater, or bv is NaN and v is not. So
 /// the first maximum wins ties, NaNs are skipped, and an all-NaN window yields its first NaN.
@@ -25,19 +26,6 @@ fn argmax_window(plane: &[f32], w: usize, p: Pool2dParams, oy: usize, ox: usize)
     best
 }
 
-/// The 2x2 stride-2 window [a, b; c, d]: (row-major position 0..4 of its first maximum, value),
-/// by the same rule as `argmax_window`, without branches.
-#[inline(always)]
-fn first_max_2x2(a: f32, b: f32, c: f32, d: f32) -> (u8, f32) {
-    let (mut bi, mut bv) = (0u8, a);
-    for (i, v) in [(1u8, b), (2, c), (3, d)] {
-        let t = beats(v, bv);
-        bi = if t { i } else { bi };
-        bv = if t { v } else { bv };
-    }
-    (bi, bv)
-}
-
 pub fn max_forward(x: &[f32], d: [usize; 4], o: [usize; 2], p: Pool2dParams) -> Vec<f32> {
     if p == Pool2dParams::HALVE {
         max_forward_2x2(x, d, o)
@@ -59,6 +47,92 @@ fn planes_per_task(hw: usize) -> usize {
     (4096 / hw.max(1)).max(1)
 }
 
+/// beats() on 4 lanes, as a mask.
+#[inline(always)]
+fn beats4(v: f32x4, m: f32x4) -> f32x4 {
+    v.simd_gt(m) | (m.is_nan() & v.simd_eq(v))
+}
+
+/// Even and odd entries of 8 consecutive values: the left and right columns of 4 windows.
+#[inline(always)]
+fn deinterleave(r: &[f32; 8]) -> (f32x4, f32x4) {
+    (f32x4::from([r[0], r[2], r[4], r[6]]), f32x4::from([r[1], r[3], r[5], r[7]]))
+}
+
+/// One row of 2x2 windows: `y[ox]` = the window's first maximum. SIMD (4 windows a step,
+/// selects, no branches: random data would mispredict every other window) + scalar tail.
+fn max_row_2x2(r0: &[f32], r1: &[f32], y: &mut [f32]) {
+    let wo = y.len();
+    let w4 = wo / 4 * 4;
+    for ((yc, a), b) in y[..w4].chunks_exact_mut(4).zip(r0.chunks_exact(8)).zip(r1.chunks_exact(8)) {
+        let (a0, a1) = deinterleave(a.try_into().expect("8 values"));
+        let (b0, b1) = deinterleave(b.try_into().expect("8 values"));
+        let mut m = a0;
+        m = beats4(a1, m).bitselect(a1, m);
+        m = beats4(b0, m).bitselect(b0, m);
+        m = beats4(b1, m).bitselect(b1, m);
+        yc.copy_from_slice(&m.to_array());
+    }
+    for ox in w4..wo {
+        let mut m = r0[2 * ox];
+        for v in [r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]] {
+            m = if beats(v, m) { v } else { m };
+        }
+        y[ox] = m;
+    }
+}
+
+/// One row of 2x2 windows backward: g[ox] goes to its window's first maximum, the other
+/// three entries get 0. Windows do not overlap, so every element is written exactly once;
+/// `0 + g` keeps the generic kernel's accumulate-into-zero bits (-0 becomes +0).
+fn max_row_2x2_backward(r0: &[f32], r1: &[f32], g: &[f32], top: &mut [f32], bottom: &mut [f32]) {
+    let wo = g.len();
+    let w4 = wo / 4 * 4;
+    let z = f32x4::ZERO;
+    for ((((gc, a), b), t), u) in g[..w4]
+        .chunks_exact(4)
+        .zip(r0.chunks_exact(8))
+        .zip(r1.chunks_exact(8))
+        .zip(top.chunks_exact_mut(8))
+        .zip(bottom.chunks_exact_mut(8))
+    {
+        let (a0, a1) = deinterleave(a.try_into().expect("8 values"));
+        let (b0, b1) = deinterleave(b.try_into().expect("8 values"));
+        let ta1 = beats4(a1, a0);
+        let mut m = ta1.bitselect(a1, a0);
+        let tb0 = beats4(b0, m);
+        m = tb0.bitselect(b0, m);
+        let tb1 = beats4(b1, m);
+        // the last window entry that beat the running maximum is the first maximum
+        let (sb1, sb0) = (tb1, tb0 & !tb1);
+        let sa1 = ta1 & !tb0 & !tb1;
+        let sa0 = !(ta1 | tb0 | tb1);
+        let gv = z + f32x4::from(<[f32; 4]>::try_from(gc).expect("4 values"));
+        let (ga0, ga1, gb0, gb1) =
+            (sa0.bitselect(gv, z).to_array(), sa1.bitselect(gv, z).to_array(), sb0.bitselect(gv, z).to_array(), sb1.bitselect(gv, z).to_array());
+        for j in 0..4 {
+            t[2 * j] = ga0[j];
+            t[2 * j + 1] = ga1[j];
+            u[2 * j] = gb0[j];
+            u[2 * j + 1] = gb1[j];
+        }
+    }
+    for ox in w4..wo {
+        let v = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
+        let (mut bi, mut m) = (0, v[0]);
+        for (i, &x) in v.iter().enumerate().skip(1) {
+            if beats(x, m) {
+                (bi, m) = (i, x);
+            }
+        }
+        let gv = 0.0 + g[ox];
+        top[2 * ox] = if bi == 0 { gv } else { 0.0 };
+        top[2 * ox + 1] = if bi == 1 { gv } else { 0.0 };
+        bottom[2 * ox] = if bi == 2 { gv } else { 0.0 };
+        bottom[2 * ox + 1] = if bi == 3 { gv } else { 0.0 };
+    }
+}
+
 fn max_forward_2x2(x: &[f32], [n, c, h, w]: [usize; 4], [ho, wo]: [usize; 2]) -> Vec<f32> {
     let mut y = vec![0.0f32; n * c * ho * wo];
     let per = planes_per_task(h * w);
@@ -67,9 +141,7 @@ fn max_forward_2x2(x: &[f32], [n, c, h, w]: [usize; 4], [ho, wo]: [usize; 2]) ->
             for (oy, yr) in yp.chunks_exact_mut(wo).enumerate() {
                 let r0 = &xp[2 * oy * w..2 * oy * w + 2 * wo];
                 let r1 = &xp[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * wo];
-                for ((yv, a), b) in yr.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
-                    *yv = first_max_2x2(a[0], a[1], b[0], b[1]).1;
-                }
+                max_row_2x2(r0, r1, yr);
             }
         }
     });
@@ -88,22 +160,7 @@ fn max_backward_2x2(x: &[f32], dy: &[f32], [n, c, h, w]: [usize; 4], [ho, wo]: [
                     let (top, bottom) = dxp[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
                     let r0 = &xp[2 * oy * w..2 * oy * w + 2 * wo];
                     let r1 = &xp[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * wo];
-                    for ((((&g, a), b), t), u) in gr
-                        .iter()
-                        .zip(r0.chunks_exact(2))
-                        .zip(r1.chunks_exact(2))
-                        .zip(top.chunks_exact_mut(2))
-                        .zip(bottom.chunks_exact_mut(2))
-                    {
-                        let (i, _) = first_max_2x2(a[0], a[1], b[0], b[1]);
-                        // windows do not overlap: each element is written once; `0 + g`
-                        // keeps the generic kernel's accumulate-into-zero bits (-0 -> +0)
-                        let g = 0.0 + g;
-                        t[0] = if i == 0 { g } else { 0.0 };
-                        t[1] = if i == 1 { g } else { 0.0 };
-                        u[0] = if i == 2 { g } else { 0.0 };
-                        u[1] = if i == 3 { g } else { 0.0 };
-                    }
+                    max_row_2x2_backward(r0, r1, gr, top, bottom);
                 }
             }
         });
