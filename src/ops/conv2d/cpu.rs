@@ -220,6 +220,22 @@ fn scratch(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut buf[..n]
 }
 
+/// Per-thread scratch (column matrix, gathered dy or y, dcol), kept across calls: rayon's
+/// workers live for the whole run, so the buffers are allocated and faulted in once instead
+/// of once per conv call.
+type Scratch = [Vec<f32>; 3];
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        // re-entered on this thread (not expected: nothing inside spawns rayon work)
+        Err(_) => f(&mut Default::default()),
+    })
+}
+
 /// The column matrix of images `r` of `x`, side by side: [k, r.len() * hw_o].
 fn group_col<'a>(g: &ConvGeom, x: &[f32], r: &std::ops::Range<usize>, buf: &'a mut Vec<f32>) -> &'a [f32] {
     let (in_sz, hw_o) = (g.cin * g.h * g.w, g.ho * g.wo);
@@ -236,9 +252,8 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     let groups = groups(g.n, hw_o);
     let mut y = vec![0.0f32; g.n * out_sz];
     let wm = MatRef::rm(w, g.cout, k);
-    split_groups(&mut y, &groups, out_sz).into_par_iter().zip(groups.par_iter()).for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(colbuf, ybuf), (yg, r)| {
+    split_groups(&mut y, &groups, out_sz).into_par_iter().zip(groups.par_iter()).for_each(|(yg, r)| {
+        with_scratch(|[colbuf, ybuf, _]| {
             let ld = r.len() * hw_o;
             let col = group_col(g, x, r, colbuf);
             if r.len() == 1 {
@@ -253,8 +268,8 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
                     }
                 }
             }
-        },
-    );
+        })
+    });
     y
 }
 
@@ -279,9 +294,8 @@ pub fn backward(
     let partials: Vec<Vec<f32>> = dx_groups
         .into_par_iter()
         .zip(groups.par_iter())
-        .map_init(
-            || (Vec::new(), Vec::new(), Vec::new()),
-            |(colbuf, dybuf, dcolbuf), (dxg, r)| {
+        .map(|(dxg, r)| {
+            with_scratch(|[colbuf, dybuf, dcolbuf]| {
                 let ld = r.len() * hw_o;
                 let col = group_col(g, x, r, colbuf);
                 // dy of the group as [cout, images x pixels]
@@ -309,8 +323,8 @@ pub fn backward(
                     }
                 }
                 dw
-            },
-        )
+            })
+        })
         .collect();
     let mut dw = vec![0.0f32; wsz];
     for p in &partials {
