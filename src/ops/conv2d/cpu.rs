@@ -124,12 +124,24 @@ fn is_same_stride1(g: &ConvGeom) -> bool {
 
 /// For the (ky, kx) tap of a same/stride-1 conv: the shift (dy, dx), the valid output rows
 /// [r0, r1) and columns [c0, c1) (those whose tap reads inside the image).
+#[inline]
 fn tap(g: &ConvGeom, ky: usize, kx: usize) -> (isize, isize, usize, usize, usize, usize) {
     let (dy, dx) = (ky as isize - g.pad as isize, kx as isize - g.pad as isize);
     let clip = |d: isize, n: usize| ((-d).clamp(0, n as isize) as usize, (n as isize - d).clamp(0, n as isize) as usize);
     let (r0, r1) = clip(dy, g.h);
     let (c0, c1) = clip(dx, g.w);
     (dy, dx, r0, r1, c0, c1)
+}
+
+/// Zeroes columns [0, c0) and [c1, w) of the rows of `m` (row length w). Column by column
+/// (strided): per row these are 1-2 values, which as slice fills became a memset call each.
+#[inline]
+fn zero_columns(m: &mut [f32], w: usize, c0: usize, c1: usize) {
+    for cx in (0..c0).chain(c1..w) {
+        for v in m[cx..].iter_mut().step_by(w) {
+            *v = 0.0;
+        }
+    }
 }
 
 fn im2col_same(g: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize) {
@@ -153,15 +165,7 @@ fn im2col_same(g: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize) {
                 let (i0, i1) = (r0 * w + c0, (r1 - 1) * w + c1);
                 let s0 = (i0 as isize + dy * w as isize + dx) as usize;
                 dst[i0..i1].copy_from_slice(&plane[s0..s0 + (i1 - i0)]);
-                for oy in r0..r1 {
-                    let r = &mut dst[oy * w..(oy + 1) * w];
-                    for v in &mut r[..c0] {
-                        *v = 0.0;
-                    }
-                    for v in &mut r[c1..] {
-                        *v = 0.0;
-                    }
-                }
+                zero_columns(&mut dst[r0 * w..r1 * w], w, c0, c1);
             }
         }
     }
@@ -182,15 +186,7 @@ fn col2im_same(g: &ConvGeom, col: &mut [f32], ld: usize, dxs: &mut [f32]) {
                 }
                 // zero the invalid columns of the source so one flat add over the valid
                 // rows puts nothing where a row wrapped around
-                for oy in r0..r1 {
-                    let r = &mut src[oy * w..(oy + 1) * w];
-                    for v in &mut r[..c0] {
-                        *v = 0.0;
-                    }
-                    for v in &mut r[c1..] {
-                        *v = 0.0;
-                    }
-                }
+                zero_columns(&mut src[r0 * w..r1 * w], w, c0, c1);
                 let (i0, i1) = (r0 * w + c0, (r1 - 1) * w + c1);
                 let d0 = (i0 as isize + dy * w as isize + dx) as usize;
                 for (d, s) in plane[d0..d0 + (i1 - i0)].iter_mut().zip(&src[i0..i1]) {
