@@ -1,6 +1,6 @@
 use super::Pool2dParams;
 use rayon::prelude::*;
-use wide::{f32x4, CmpEq, CmpGt};
+use wide::f32x4;
 
 /// Whether v replaces the current best bv: strictly greater, or bv is NaN and v is not. So
 /// the first maximum wins ties, NaNs are skipped, and an all-NaN window yields its first NaN.
