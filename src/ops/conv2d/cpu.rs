@@ -1,23 +1,43 @@
-//! im2col + GEMM convolution. Images are independent, so the batch is split over rayon;
-//! the weight gradient is summed per fixed group of images and the group partials are added
-//! in order, so the result does not depend on the thread count.
+//! im2col + GEMM convolution. Images are independent, so the batch is cut into groups of
+//! consecutive images and the groups are spread over rayon. The images of a group share one
+//! GEMM (their im2col matrices side by side), so the small deep layers (4x4, 2x2 outputs)
+//! still get GEMMs wide enough to amortise packing. The grouping is a function of the
+//! geometry only; the weight gradient is summed per group and the group partials are added
+//! in order, so no result depends on the thread count.
 
 use super::ConvGeom;
 use crate::ops::gemm::{sgemm, MatRef};
 use rayon::prelude::*;
 
-/// Images per weight-gradient partial (fixed: results must not depend on the thread count).
-const DW_GROUP: usize = 4;
+/// GEMM columns (images x output pixels) a group aims for.
+const GROUP_COLS: usize = 512;
+/// Groups come in multiples of this, so that 1, 2 or 4 threads share them evenly.
+const GROUP_QUANTUM: usize = 4;
 
-/// col[(ci*kh + ky)*kw + kx, oy*wo + ox] = x[ci, oy*s + ky - pad, ox*s + kx - pad] (or 0).
-pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
+/// Image ranges of the groups: consecutive, sizes differing by at most one. Depends only on
+/// (n, output pixels per image).
+pub fn groups(n: usize, hw_o: usize) -> Vec<std::ops::Range<usize>> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let want = (n * hw_o).div_ceil(GROUP_COLS).max(1).next_multiple_of(GROUP_QUANTUM);
+    let count = want.min(n);
+    (0..count).map(|i| i * n / count..(i + 1) * n / count).collect()
+}
+
+/// col[(ci*kh + ky)*kw + kx, oy*wo + ox] = x[ci, oy*s + ky - pad, ox*s + kx - pad] (or 0),
+/// with row stride `ld` (>= ho*wo: several images side by side).
+pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize) {
     let hw_o = g.ho * g.wo;
+    if is_same_stride1(g) {
+        return im2col_same(g, x, col, ld);
+    }
     for ci in 0..g.cin {
         let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let row = (ci * g.kh + ky) * g.kw + kx;
-                let dst = &mut col[row * hw_o..(row + 1) * hw_o];
+                let dst = &mut col[row * ld..row * ld + hw_o];
                 for oy in 0..g.ho {
                     let iy = (oy * g.stride + ky) as isize - g.pad as isize;
                     let drow = &mut dst[oy * g.wo..(oy + 1) * g.wo];
@@ -49,16 +69,20 @@ pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32]) {
     }
 }
 
-/// The adjoint of im2col: dx[ci, iy, ix] += col[...] for every window that read it.
-pub fn col2im(g: &ConvGeom, col: &[f32], dx: &mut [f32]) {
-    dx.fill(0.0);
+/// The adjoint of im2col (row stride `ld`): dx[ci, iy, ix] += col[...] for every window that
+/// read it (`dx` comes in zeroed). The rows are added in order, so the sum order is fixed.
+/// `col` is scratch: entries that fall outside the image may be zeroed.
+pub fn col2im(g: &ConvGeom, col: &mut [f32], ld: usize, dx: &mut [f32]) {
     let hw_o = g.ho * g.wo;
+    if is_same_stride1(g) {
+        return col2im_same(g, col, ld, dx);
+    }
     for ci in 0..g.cin {
         let plane = &mut dx[ci * g.h * g.w..(ci + 1) * g.h * g.w];
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let row = (ci * g.kh + ky) * g.kw + kx;
-                let src = &col[row * hw_o..(row + 1) * hw_o];
+                let src = &col[row * ld..row * ld + hw_o];
                 for oy in 0..g.ho {
                     let iy = (oy * g.stride + ky) as isize - g.pad as isize;
                     if iy < 0 || iy >= g.h as isize {
@@ -91,22 +115,157 @@ pub fn col2im(g: &ConvGeom, col: &[f32], dx: &mut [f32]) {
     }
 }
 
+/// Stride 1 and output size = input size ("same" padding, e.g. 3x3 pad 1): the im2col row of
+/// (ci, ky, kx) is then the input plane shifted by (ky - pad) rows and (kx - pad) columns,
+/// one contiguous copy plus zeroed borders instead of a copy per output row.
+fn is_same_stride1(g: &ConvGeom) -> bool {
+    g.stride == 1 && g.ho == g.h && g.wo == g.w && g.kh <= 2 * g.pad + 1 && g.kw <= 2 * g.pad + 1
+}
+
+/// For the (ky, kx) tap of a same/stride-1 conv: the shift (dy, dx), the valid output rows
+/// [r0, r1) and columns [c0, c1) (those whose tap reads inside the image).
+#[inline]
+fn tap(g: &ConvGeom, ky: usize, kx: usize) -> (isize, isize, usize, usize, usize, usize) {
+    let (dy, dx) = (ky as isize - g.pad as isize, kx as isize - g.pad as isize);
+    let clip = |d: isize, n: usize| ((-d).clamp(0, n as isize) as usize, (n as isize - d).clamp(0, n as isize) as usize);
+    let (r0, r1) = clip(dy, g.h);
+    let (c0, c1) = clip(dx, g.w);
+    (dy, dx, r0, r1, c0, c1)
+}
+
+/// Zeroes columns [0, c0) and [c1, w) of the rows of `m` (row length w). Column by column
+/// (strided): per row these are 1-2 values, which as slice fills became a memset call each.
+#[inline]
+fn zero_columns(m: &mut [f32], w: usize, c0: usize, c1: usize) {
+    for cx in (0..c0).chain(c1..w) {
+        for v in m[cx..].iter_mut().step_by(w) {
+            *v = 0.0;
+        }
+    }
+}
+
+fn im2col_same(g: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize) {
+    let (h, w) = (g.h, g.w);
+    let hw = h * w;
+    for ci in 0..g.cin {
+        let plane = &x[ci * hw..(ci + 1) * hw];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = (ci * g.kh + ky) * g.kw + kx;
+                let dst = &mut col[row * ld..row * ld + hw];
+                let (dy, dx, r0, r1, c0, c1) = tap(g, ky, kx);
+                dst[..r0 * w].fill(0.0);
+                dst[r1 * w..].fill(0.0);
+                if r1 <= r0 || c1 <= c0 {
+                    dst[r0 * w..r1 * w].fill(0.0);
+                    continue;
+                }
+                // one shifted copy of the valid rows; the entries that wrapped around a row
+                // end (invalid columns) are zeroed after
+                let (i0, i1) = (r0 * w + c0, (r1 - 1) * w + c1);
+                let s0 = (i0 as isize + dy * w as isize + dx) as usize;
+                dst[i0..i1].copy_from_slice(&plane[s0..s0 + (i1 - i0)]);
+                zero_columns(&mut dst[r0 * w..r1 * w], w, c0, c1);
+            }
+        }
+    }
+}
+
+fn col2im_same(g: &ConvGeom, col: &mut [f32], ld: usize, dxs: &mut [f32]) {
+    let (h, w) = (g.h, g.w);
+    let hw = h * w;
+    for ci in 0..g.cin {
+        let plane = &mut dxs[ci * hw..(ci + 1) * hw];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = (ci * g.kh + ky) * g.kw + kx;
+                let src = &mut col[row * ld..row * ld + hw];
+                let (dy, dx, r0, r1, c0, c1) = tap(g, ky, kx);
+                if r1 <= r0 || c1 <= c0 {
+                    continue;
+                }
+                // zero the invalid columns of the source so one flat add over the valid
+                // rows puts nothing where a row wrapped around
+                zero_columns(&mut src[r0 * w..r1 * w], w, c0, c1);
+                let (i0, i1) = (r0 * w + c0, (r1 - 1) * w + c1);
+                let d0 = (i0 as isize + dy * w as isize + dx) as usize;
+                for (d, s) in plane[d0..d0 + (i1 - i0)].iter_mut().zip(&src[i0..i1]) {
+                    *d += *s;
+                }
+            }
+        }
+    }
+}
+
+/// Cuts `v` into the per-group slices (`per` values per image).
+fn split_groups<'a>(mut v: &'a mut [f32], groups: &[std::ops::Range<usize>], per: usize) -> Vec<&'a mut [f32]> {
+    let mut out = Vec::with_capacity(groups.len());
+    for r in groups {
+        let (a, b) = std::mem::take(&mut v).split_at_mut(r.len() * per);
+        out.push(a);
+        v = b;
+    }
+    out
+}
+
+/// Grows a scratch buffer to at least `n` values (contents unspecified).
+fn scratch(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    &mut buf[..n]
+}
+
+/// Per-thread scratch (column matrix, gathered dy or y, dcol), kept across calls: rayon's
+/// workers live for the whole run, so the buffers are allocated and faulted in once instead
+/// of once per conv call.
+type Scratch = [Vec<f32>; 3];
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        // re-entered on this thread (not expected: nothing inside spawns rayon work)
+        Err(_) => f(&mut Default::default()),
+    })
+}
+
+/// The column matrix of images `r` of `x`, side by side: [k, r.len() * hw_o].
+fn group_col<'a>(g: &ConvGeom, x: &[f32], r: &std::ops::Range<usize>, buf: &'a mut Vec<f32>) -> &'a [f32] {
+    let (in_sz, hw_o) = (g.cin * g.h * g.w, g.ho * g.wo);
+    let ld = r.len() * hw_o;
+    let col = scratch(buf, g.k() * ld);
+    for (i, n) in r.clone().enumerate() {
+        im2col(g, &x[n * in_sz..(n + 1) * in_sz], &mut col[i * hw_o..], ld);
+    }
+    col
+}
+
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
-    let (in_sz, out_sz, k, hw_o) = (g.cin * g.h * g.w, g.cout * g.ho * g.wo, g.k(), g.ho * g.wo);
+    let (out_sz, k, hw_o) = (g.cout * g.ho * g.wo, g.k(), g.ho * g.wo);
+    let groups = groups(g.n, hw_o);
     let mut y = vec![0.0f32; g.n * out_sz];
     let wm = MatRef::rm(w, g.cout, k);
-    y.par_chunks_mut(out_sz).zip(x.par_chunks(in_sz)).for_each_init(
-        || vec![0.0f32; if g.is_pointwise() { 0 } else { k * hw_o }],
-        |col, (yn, xn)| {
-            let cm = if g.is_pointwise() {
-                MatRef::rm(xn, k, hw_o)
+    split_groups(&mut y, &groups, out_sz).into_par_iter().zip(groups.par_iter()).for_each(|(yg, r)| {
+        with_scratch(|[colbuf, ybuf, _]| {
+            let ld = r.len() * hw_o;
+            let col = group_col(g, x, r, colbuf);
+            if r.len() == 1 {
+                sgemm(1.0, wm, MatRef::rm(col, k, ld), 0.0, yg);
             } else {
-                im2col(g, xn, col);
-                MatRef::rm(col, k, hw_o)
-            };
-            sgemm(1.0, wm, cm, 0.0, yn);
-        },
-    );
+                // [cout, images x pixels] -> images of [cout, pixels]
+                let yt = scratch(ybuf, g.cout * ld);
+                sgemm(1.0, wm, MatRef::rm(col, k, ld), 0.0, yt);
+                for (i, yn) in yg.chunks_exact_mut(out_sz).enumerate() {
+                    for (co, dst) in yn.chunks_exact_mut(hw_o).enumerate() {
+                        dst.copy_from_slice(&yt[co * ld + i * hw_o..co * ld + (i + 1) * hw_o]);
+                    }
+                }
+            }
+        })
+    });
     y
 }
 
@@ -120,54 +279,49 @@ pub fn backward(
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     let (in_sz, out_sz, k, hw_o) = (g.cin * g.h * g.w, g.cout * g.ho * g.wo, g.k(), g.ho * g.wo);
     let wsz = g.cout * k;
-    let groups = g.n.div_ceil(DW_GROUP);
+    let groups = groups(g.n, hw_o);
     let mut dx = if need_dx { vec![0.0f32; g.n * in_sz] } else { Vec::new() };
     let wt = MatRef::rm_t(w, g.cout, k); // [k, cout]
 
     // Each group of images: its dw partial, and (when asked) its images' dx.
-    let partials: Vec<Vec<f32>> = {
-        let dx_groups: Vec<&mut [f32]> = if need_dx {
-            dx.chunks_mut(DW_GROUP * in_sz).collect()
-        } else {
-            Vec::new()
-        };
-        let mut dx_iter: Vec<Option<&mut [f32]>> = dx_groups.into_iter().map(Some).collect();
-        dx_iter.resize_with(groups, || None);
-        dx_iter
-            .into_par_iter()
-            .enumerate()
-            .map(|(gi, mut dxg)| {
-                let mut dw = vec![0.0f32; wsz];
-                let mut col = vec![0.0f32; k * hw_o];
-                let mut dcol = vec![0.0f32; if need_dx && !g.is_pointwise() { k * hw_o } else { 0 }];
-                let n0 = gi * DW_GROUP;
-                let n1 = (n0 + DW_GROUP).min(g.n);
-                for n in n0..n1 {
-                    let xn = &x[n * in_sz..(n + 1) * in_sz];
-                    let dyn_ = &dy[n * out_sz..(n + 1) * out_sz];
-                    let cm = if g.is_pointwise() {
-                        MatRef::rm(xn, k, hw_o)
-                    } else {
-                        im2col(g, xn, &mut col);
-                        MatRef::rm(&col, k, hw_o)
-                    };
-                    // dw += dy_n [cout, hw] col^T [hw, k]
-                    let colt = MatRef { data: cm.data, rows: hw_o, cols: k, rs: 1, cs: hw_o as isize };
-                    sgemm(1.0, MatRef::rm(dyn_, g.cout, hw_o), colt, 1.0, &mut dw);
-                    if let Some(dxg) = dxg.as_deref_mut() {
-                        let dxn = &mut dxg[(n - n0) * in_sz..(n - n0 + 1) * in_sz];
-                        if g.is_pointwise() {
-                            sgemm(1.0, wt, MatRef::rm(dyn_, g.cout, hw_o), 0.0, dxn);
-                        } else {
-                            sgemm(1.0, wt, MatRef::rm(dyn_, g.cout, hw_o), 0.0, &mut dcol);
-                            col2im(g, &dcol, dxn);
+    let mut dx_groups: Vec<Option<&mut [f32]>> =
+        if need_dx { split_groups(&mut dx, &groups, in_sz).into_iter().map(Some).collect() } else { Vec::new() };
+    dx_groups.resize_with(groups.len(), || None);
+    let partials: Vec<Vec<f32>> = dx_groups
+        .into_par_iter()
+        .zip(groups.par_iter())
+        .map(|(dxg, r)| {
+            with_scratch(|[colbuf, dybuf, dcolbuf]| {
+                let ld = r.len() * hw_o;
+                let col = group_col(g, x, r, colbuf);
+                // dy of the group as [cout, images x pixels]
+                let dyg: &[f32] = if r.len() == 1 {
+                    &dy[r.start * out_sz..r.end * out_sz]
+                } else {
+                    let t = scratch(dybuf, g.cout * ld);
+                    for (i, n) in r.clone().enumerate() {
+                        let dyn_ = &dy[n * out_sz..(n + 1) * out_sz];
+                        for (co, src) in dyn_.chunks_exact(hw_o).enumerate() {
+                            t[co * ld + i * hw_o..co * ld + (i + 1) * hw_o].copy_from_slice(src);
                         }
+                    }
+                    t
+                };
+                let dym = MatRef::rm(dyg, g.cout, ld);
+                // dw = dy [cout, ld] col^T [ld, k]
+                let mut dw = vec![0.0f32; wsz];
+                sgemm(1.0, dym, MatRef::rm_t(col, k, ld), 0.0, &mut dw);
+                if let Some(dxg) = dxg {
+                    let dcol = scratch(dcolbuf, k * ld);
+                    sgemm(1.0, wt, dym, 0.0, dcol);
+                    for (i, dxn) in dxg.chunks_exact_mut(in_sz).enumerate() {
+                        col2im(g, &mut dcol[i * hw_o..], ld, dxn);
                     }
                 }
                 dw
             })
-            .collect()
-    };
+        })
+        .collect();
     let mut dw = vec![0.0f32; wsz];
     for p in &partials {
         crate::ops::elementwise::cpu::add_assign(&mut dw, p);

@@ -127,3 +127,62 @@ fn bad_shapes_are_errors() {
     assert!(cpu.conv2d_backward(&x, &w_ok, &dy_bad, Conv2dParams::SAME3X3, true).is_err());
     assert!(cpu.conv2d_forward(&x, &w_ok, Conv2dParams { stride: 0, pad: 1 }).is_err());
 }
+
+/// Shapes where one GEMM covers several images (small outputs, bigger batches): forward
+/// against the direct convolution, backward against a per-image f64 reference.
+#[test]
+fn grouped_images_match_the_direct_convolution() {
+    let cpu = Cpu::new();
+    for (i, (xs, ws)) in [([50, 6, 2, 2], [5, 6, 3, 3]), ([13, 4, 4, 4], [3, 4, 3, 3]), ([7, 2, 8, 8], [4, 2, 3, 3])].into_iter().enumerate() {
+        let p = Conv2dParams::SAME3X3;
+        let g = super::ConvGeom::new(&Shape::new(xs), &Shape::new(ws), p).unwrap();
+        let groups = super::cpu::groups(g.n, g.ho * g.wo);
+        assert_eq!(groups.first().map(|r| r.start), Some(0));
+        assert_eq!(groups.last().map(|r| r.end), Some(g.n));
+        assert!(groups.windows(2).all(|w| w[0].end == w[1].start && !w[0].is_empty()));
+        let x = random_tensor(&cpu, xs, 50 + i as u64);
+        let w = random_tensor(&cpu, ws, 60 + i as u64);
+        let y = cpu.conv2d_forward(&x, &w, p).unwrap();
+        let want = naive(&x.storage, xs, &w.storage, ws, p);
+        for (a, b) in y.storage.iter().zip(&want) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "case {i}: {a} vs {b}");
+        }
+        // backward: the gradient of sum(r * conv(x, w)) by linearity, in f64
+        let r = random_vec(y.numel(), 70 + i as u64);
+        let rt = cpu.from_host(y.shape.clone(), &r).unwrap();
+        let (dx, dw) = cpu.conv2d_backward(&x, &w, &rt, p, true).unwrap();
+        let dx = dx.unwrap();
+        let [n, cin, h, wd] = xs;
+        let [cout, _, kh, kw] = ws;
+        let mut dx_want = vec![0.0f64; x.numel()];
+        let mut dw_want = vec![0.0f64; w.numel()];
+        for b in 0..n {
+            for o in 0..cout {
+                for oy in 0..h {
+                    for ox in 0..wd {
+                        let rv = r[((b * cout + o) * h + oy) * wd + ox] as f64;
+                        for c in 0..cin {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let (iy, ix) = (oy as isize + ky as isize - 1, ox as isize + kx as isize - 1);
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
+                                        let xi = ((b * cin + c) * h + iy as usize) * wd + ix as usize;
+                                        let wi = ((o * cin + c) * kh + ky) * kw + kx;
+                                        dx_want[xi] += rv * w.storage[wi] as f64;
+                                        dw_want[wi] += rv * x.storage[xi] as f64;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (a, b) in dx.storage.iter().zip(&dx_want) {
+            assert!((*a as f64 - b).abs() <= 1e-4 * (1.0 + b.abs()), "case {i} dx: {a} vs {b}");
+        }
+        for (a, b) in dw.storage.iter().zip(&dw_want) {
+            assert!((*a as f64 - b).abs() <= 1e-4 * (1.0 + b.abs()), "case {i} dw: {a} vs {b}");
+        }
+    }
+}

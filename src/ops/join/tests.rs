@@ -33,3 +33,22 @@ fn mismatched_or_empty_inputs_are_errors() {
     assert!(cpu.join_forward(&[&a, &b]).is_err());
     assert!(cpu.join_forward(&[]).is_err());
 }
+
+/// The SIMD kernel must give exactly the spec's scalar arithmetic: sum in order, then divide.
+#[test]
+fn simd_mean_is_the_scalar_sum_then_divide_bit_for_bit() {
+    for count in 1..=4 {
+        let len = 8192 * 2 + 13;
+        let ins: Vec<Vec<f32>> = (0..count).map(|i| crate::gradcheck::random_vec(len, 90 + i as u64)).collect();
+        let refs: Vec<&[f32]> = ins.iter().map(|v| v.as_slice()).collect();
+        let got = super::cpu::mean(&refs);
+        for (j, g) in got.iter().enumerate() {
+            let mut s = ins[0][j];
+            for x in &ins[1..] {
+                s += x[j];
+            }
+            let want = if count > 1 { s / count as f32 } else { s };
+            assert_eq!(g.to_bits(), want.to_bits(), "count {count} at {j}");
+        }
+    }
+}
