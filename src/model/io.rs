@@ -67,10 +67,10 @@ pub fn expected_tensors(plan: &Plan, column: Option<usize>) -> (Vec<TensorSpec>,
     let mut required = Vec::new();
     let mut optional = Vec::new();
     for s in param_specs(plan) {
-        if let Some(c) = column {
-            if !s.name.starts_with("fc.") && !s.name.contains(&format!(".col{c}.")) {
-                continue;
-            }
+        if let Some(c) = column
+            && !super::in_column(&s.name, c)
+        {
+            continue;
         }
         let spec = TensorSpec { name: s.name.clone(), shape: s.shape.clone() };
         match s.role {
