@@ -1,6 +1,7 @@
 //! Subcommands. Each parses its flags into library types and prints; errors are one line.
 
 pub mod alloc;
+mod arch;
 mod bench;
 pub mod device;
 mod eval;
