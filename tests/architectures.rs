@@ -784,3 +784,91 @@ fn info_reports_the_paper_architectures() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+/// A training step of each new architecture on Vulkan against the CPU: loss, logits, every
+/// gradient. Fails without a Vulkan device unless FRACTALNET_SKIP_VULKAN=1 (as
+/// tests/vulkan_conformance.rs).
+#[test]
+fn new_architectures_train_on_vulkan_as_on_the_cpu() {
+    use fractalnet::backend::vulkan::Vulkan;
+    let vk = match Vulkan::new(None) {
+        Ok(vk) => vk,
+        Err(e) if std::env::var("FRACTALNET_SKIP_VULKAN").is_ok_and(|v| v == "1") => {
+            println!("SKIPPED (FRACTALNET_SKIP_VULKAN=1): {e}");
+            return;
+        }
+        Err(e) => panic!("no usable Vulkan device ({e}); set FRACTALNET_SKIP_VULKAN=1 to skip"),
+    };
+    let cpu = Cpu::new();
+    let mut thin = tiny34(3, vec![6, 8], 19);
+    thin.column_widths = Some(vec![6, 4, 2]);
+    thin.unit = UnitKind::Mixed;
+    thin.dropout = vec![0.1, 0.2];
+    let mut bottleneck = FractalConfig::new(2, vec![8, 12], 3, 3);
+    bottleneck.input_hw = [8, 8];
+    bottleneck.unit = UnitKind::Bottleneck;
+    for cfg in [tiny34(2, vec![4, 6, 8], 32), thin, bottleneck] {
+        let mut nc = Network::new(&cpu, &cfg, 7).unwrap();
+        let mut nv = Network::from_params(
+            Plan::new(&cfg).unwrap(),
+            nc.params.to_backend(&cpu, &vk).unwrap(),
+        )
+        .unwrap();
+        let [h, w] = cfg.input_hw;
+        let dims = [4, cfg.in_channels, h, w];
+        let xv = random_vec(dims.iter().product(), 12);
+        let mask = DropPath {
+            global_ratio: 0.0,
+            local_p: 0.3,
+        }
+        .sample(&cfg, &mut SeededRng::new(3))
+        .0;
+        let (lc, zc, gc) = nc
+            .loss_and_grads(
+                &cpu,
+                &cpu.from_host(Shape::new(dims), &xv).unwrap(),
+                &cpu.from_host(Shape::new([4]), &[0., 1., 2., 1.]).unwrap(),
+                &mask,
+                9,
+                true,
+            )
+            .unwrap();
+        let (lv, zv, gv) = nv
+            .loss_and_grads(
+                &vk,
+                &vk.from_host(Shape::new(dims), &xv).unwrap(),
+                &vk.from_host(Shape::new([4]), &[0., 1., 2., 1.]).unwrap(),
+                &mask,
+                9,
+                true,
+            )
+            .unwrap();
+        let close = |what: &str, a: &[f32], b: &[f32]| {
+            let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())) + 1e-6;
+            let err = a
+                .iter()
+                .zip(b)
+                .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+                / scale;
+            assert!(err < 1e-3, "{:?} {what}: normalised error {err}", cfg.arch);
+        };
+        close("loss", &vk.to_host(&lv).unwrap(), &lc.storage);
+        close("logits", &vk.to_host(&zv).unwrap(), &zc.storage);
+        for (i, (a, b)) in gv.params.iter().zip(&gc.params).enumerate() {
+            match (a, b) {
+                (Some(a), Some(b)) => close(
+                    &nc.params.specs[i].name,
+                    &vk.to_host(a).unwrap(),
+                    &b.storage,
+                ),
+                (None, None) => {}
+                _ => panic!("{}: gradient on one backend only", nc.params.specs[i].name),
+            }
+        }
+        close(
+            "input",
+            &vk.to_host(gv.input.as_ref().unwrap()).unwrap(),
+            &gc.input.as_ref().unwrap().storage,
+        );
+    }
+}
