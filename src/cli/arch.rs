@@ -6,6 +6,14 @@ use fractalnet::plan::{Arch, FractalConfig, UnitKind};
 
 #[derive(clap::Args)]
 pub struct ArchArgs {
+    /// Columns C (the deepest column has 2^(C-1) layers per block). Default: 3 for train
+    /// (info requires it), 4 for --arch fractalnet34.
+    #[arg(long)]
+    columns: Option<usize>,
+    /// Output channels per block, e.g. 16,32,64,128,128 (train's default; info requires it),
+    /// 128,256,512,1024 for --arch fractalnet34.
+    #[arg(long)]
+    channels: Option<String>,
     /// cifar (shared/SPEC.md's network) or fractalnet34 (the paper's ImageNet model: ResNet-34's
     /// stem and head around 4 blocks of 4 columns; defaults --columns 4,
     /// --channels 128,256,512,1024, --input-hw 224,224 for info).
@@ -26,20 +34,22 @@ pub struct ArchArgs {
 }
 
 impl ArchArgs {
-    /// The configuration before the architecture flags: `--arch`'s defaults, overridden by
-    /// `--columns` and `--channels` when given. `cifar_defaults` stand in for missing
-    /// `--columns`/`--channels` of the CIFAR network (None: they are required).
+    /// The network these flags describe: `--arch`'s defaults, overridden by `--columns` and
+    /// `--channels` when given. `cifar_defaults` stand in for missing `--columns`/`--channels`
+    /// of the CIFAR network (None: they are required).
     pub fn base(
         &self,
-        columns: Option<usize>,
-        channels: Option<&str>,
         cifar_defaults: Option<(usize, &str)>,
         in_channels: usize,
         classes: usize,
     ) -> CliResult<FractalConfig> {
         let arch = Arch::parse(&self.arch)?;
-        let channels: Option<Vec<usize>> =
-            channels.map(|s| parse_list("--channels", s)).transpose()?;
+        let columns = self.columns;
+        let channels: Option<Vec<usize>> = self
+            .channels
+            .as_deref()
+            .map(|s| parse_list("--channels", s))
+            .transpose()?;
         let mut cfg = match arch {
             Arch::Cifar => {
                 let (c, ch) = match (columns, channels, cifar_defaults) {

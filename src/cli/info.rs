@@ -4,19 +4,11 @@ use fractalnet::plan::Plan;
 
 #[derive(clap::Args)]
 pub struct InfoArgs {
-    /// Columns C (the deepest column has 2^(C-1) layers per block); required for --arch
-    /// cifar, 4 for fractalnet34.
-    #[arg(long)]
-    columns: Option<usize>,
+    #[command(flatten)]
+    net: super::arch::ArchArgs,
     /// Blocks B (default: the length of --channels).
     #[arg(long)]
     blocks: Option<usize>,
-    /// Output channels per block, e.g. 16,32,64,128,128; required for --arch cifar,
-    /// 128,256,512,1024 for fractalnet34.
-    #[arg(long)]
-    channels: Option<String>,
-    #[command(flatten)]
-    arch: super::arch::ArchArgs,
     /// Classes K.
     #[arg(long)]
     classes: usize,
@@ -34,7 +26,7 @@ pub struct InfoArgs {
 }
 
 pub fn run(a: InfoArgs) -> CliResult<()> {
-    let mut cfg = a.arch.base(a.columns, a.channels.as_deref(), None, a.in_channels, a.classes)?;
+    let mut cfg = a.net.base(None, a.in_channels, a.classes)?;
     cfg.blocks = a.blocks.unwrap_or(cfg.channels.len());
     cfg.dropout = vec![0.0; cfg.blocks];
     if let Some(hw) = &a.input_hw {

@@ -49,17 +49,13 @@ pub struct TrainArgs {
     label: Option<String>,
     #[arg(long, value_enum, default_value = "paper")]
     recipe: RecipeName,
-    /// Columns (default 3; 4 for --arch fractalnet34).
-    #[arg(long)]
-    columns: Option<usize>,
+    /// --columns, --channels and the architecture flags (boxed: they would make this the
+    /// one large variant of `Command`).
+    #[command(flatten)]
+    net: Box<super::arch::ArchArgs>,
     /// Blocks (default: the number of --channels entries).
     #[arg(long)]
     blocks: Option<usize>,
-    /// Channels per block (default 16,32,64,128,128; 128,256,512,1024 for --arch fractalnet34).
-    #[arg(long)]
-    channels: Option<String>,
-    #[command(flatten)]
-    arch: super::arch::ArchArgs,
     /// Classes (default: the data set's).
     #[arg(long)]
     classes: Option<usize>,
@@ -180,7 +176,7 @@ fn run_on<B: Backend>(b: &B, a: TrainArgs) -> CliResult<()> {
     let data_dir = a.data_dir.clone().ok_or_else(|| CliError::Usage("--data-dir is required (or --resume RUN_DIR)".into()))?;
     let kind = DatasetKind::parse(&dataset, a.label.as_deref())?;
     let fast = a.recipe == RecipeName::Fast;
-    let base = a.arch.base(a.columns, a.channels.as_deref(), Some((3, "16,32,64,128,128")), kind.channels(), a.classes.unwrap_or(kind.classes()))?;
+    let base = a.net.base(Some((3, "16,32,64,128,128")), kind.channels(), a.classes.unwrap_or(kind.classes()))?;
     let blocks = a.blocks.unwrap_or(base.channels.len());
     let dropout: Vec<f32> = match &a.dropout {
         Some(s) => parse_list("--dropout", s)?,

@@ -298,9 +298,9 @@ impl FractalConfig {
                     ));
                 }
                 if c.blocks > 30 || c.block_input_hw().is_none() {
-                    let min = (1..=1usize << 16)
-                        .find(|&n| self.with_input([n, n]).block_input_hw().is_some())
-                        .unwrap_or(0);
+                    // m pixels after the stem survive B-1 halvings; the stem's two stride-2
+                    // stages give ceil(ceil(H/2)/2) >= m iff H >= 4m - 3
+                    let min = 4 * (1usize << c.blocks.saturating_sub(1).min(30)) - 3;
                     return Err(Error::config(format!(
                         "--input-hw {}x{} is too small for fractalnet34: its stem and {} 2x2 poolings need at least {min}x{min}",
                         c.input_hw[0],
@@ -340,13 +340,6 @@ impl FractalConfig {
             }
         }
         Ok(())
-    }
-
-    fn with_input(&self, hw: [usize; 2]) -> FractalConfig {
-        FractalConfig {
-            input_hw: hw,
-            ..self.clone()
-        }
     }
 
     /// Whether the columns of block b are max-pooled 2x2 before its final join.

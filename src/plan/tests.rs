@@ -418,3 +418,28 @@ fn fractalnet34_plan_has_stem_unpooled_last_block_and_global_pooling() {
         assert_eq!(Plan::new(&c).is_ok(), ok, "{hw}");
     }
 }
+
+#[test]
+fn fractalnet34_minimum_input_is_what_the_error_says() {
+    for blocks in 1..=5 {
+        let mut c = FractalConfig::fractalnet34(10);
+        c.channels = vec![4; blocks];
+        c.dropout = vec![0.0; blocks];
+        c.blocks = blocks;
+        let min = (1..200).find(|&n| {
+            c.input_hw = [n, n];
+            Plan::new(&c).is_ok()
+        });
+        c.input_hw = [1, 1];
+        let e = if blocks == 1 {
+            None
+        } else {
+            Some(Plan::new(&c).unwrap_err().to_string())
+        };
+        let min = min.unwrap();
+        assert_eq!(min, 4 * (1 << (blocks - 1)) - 3);
+        if let Some(e) = e {
+            assert!(e.contains(&format!("at least {min}x{min}")), "{e}");
+        }
+    }
+}
