@@ -623,14 +623,20 @@ fn dropout(p: &Pair, r: &mut Report) {
 }
 
 fn pooling(p: &Pair, r: &mut Report) {
-    // (N, C, H, W, kernel, stride)
-    for (i, [n, c, h, w, k, s]) in [
-        [2, 3, 8, 8, 2, 2],
-        [1, 2, 7, 9, 2, 2],
-        [1, 1, 5, 5, 3, 1],
-        [2, 2, 6, 6, 3, 2],
-        [1, 1, 2, 2, 2, 2],
-        [3, 4, 32, 32, 2, 2],
+    // (N, C, H, W, kernel, stride, pad)
+    for (i, [n, c, h, w, k, s, pad]) in [
+        [2, 3, 8, 8, 2, 2, 0],
+        [1, 2, 7, 9, 2, 2, 0],
+        [1, 1, 5, 5, 3, 1, 0],
+        [2, 2, 6, 6, 3, 2, 0],
+        [1, 1, 2, 2, 2, 2, 0],
+        [3, 4, 32, 32, 2, 2, 0],
+        // padded (-inf): ResNet's stem pooling on even, odd and tiny inputs
+        [2, 3, 16, 16, 3, 2, 1],
+        [1, 2, 7, 9, 3, 2, 1],
+        [1, 1, 1, 2, 3, 2, 1],
+        [2, 2, 6, 5, 3, 1, 1],
+        [1, 3, 9, 9, 5, 2, 2],
     ]
     .into_iter()
     .enumerate()
@@ -638,9 +644,10 @@ fn pooling(p: &Pair, r: &mut Report) {
         let prm = Pool2dParams {
             kernel: k,
             stride: s,
+            pad,
         };
         for coarse in [false, true] {
-            let case = format!("[{n}, {c}, {h}, {w}] k{k} s{s} ties={coarse}");
+            let case = format!("[{n}, {c}, {h}, {w}] k{k} s{s} pad{pad} ties={coarse}");
             let seed = 500 + i as u64;
             let (xv, xc) = if coarse {
                 p.coarse([n, c, h, w], seed)

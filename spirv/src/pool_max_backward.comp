@@ -13,8 +13,9 @@ layout(std430, set = 0, binding = 2) writeonly buffer Dx { float dx[]; };
 
 #include "pool_common.glsl"
 
-// The windows o (along one axis) with o * stride <= i < o * stride + kernel, as [lo, hi).
-uvec2 windows_containing(uint i, uint count) {
+// The windows o (along one axis) with o * stride <= i + pad < o * stride + kernel, as [lo, hi).
+uvec2 windows_containing(uint real_i, uint count) {
+    uint i = real_i + pc.pad;
     uint lo = i + 1u >= pc.kernel ? (i + 1u - pc.kernel + pc.stride - 1u) / pc.stride : 0u;
     uint hi = min(i / pc.stride + 1u, count);
     return uvec2(lo, max(lo, hi));

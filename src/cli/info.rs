@@ -1,26 +1,22 @@
-use super::{parse_hw, parse_list, CliResult};
+use super::{parse_hw, CliResult};
 use fractalnet::model::stats::stats;
-use fractalnet::plan::{FractalConfig, Plan};
+use fractalnet::plan::Plan;
 
 #[derive(clap::Args)]
 pub struct InfoArgs {
-    /// Columns C (the deepest column has 2^(C-1) layers per block).
-    #[arg(long)]
-    columns: usize,
+    #[command(flatten)]
+    net: super::arch::ArchArgs,
     /// Blocks B (default: the length of --channels).
     #[arg(long)]
     blocks: Option<usize>,
-    /// Output channels per block, e.g. 16,32,64,128,128.
-    #[arg(long)]
-    channels: String,
     /// Classes K.
     #[arg(long)]
     classes: usize,
     #[arg(long, default_value_t = 3)]
     in_channels: usize,
-    /// Input size H,W.
-    #[arg(long, default_value = "32,32")]
-    input_hw: String,
+    /// Input size H,W (default 32,32; 224,224 for --arch fractalnet34).
+    #[arg(long)]
+    input_hw: Option<String>,
     /// Batch size for the training-memory figure.
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
@@ -30,11 +26,12 @@ pub struct InfoArgs {
 }
 
 pub fn run(a: InfoArgs) -> CliResult<()> {
-    let channels: Vec<usize> = parse_list("--channels", &a.channels)?;
-    let mut cfg = FractalConfig::new(a.columns, channels, a.in_channels, a.classes);
+    let mut cfg = a.net.base(None, a.in_channels, a.classes)?;
     cfg.blocks = a.blocks.unwrap_or(cfg.channels.len());
     cfg.dropout = vec![0.0; cfg.blocks];
-    cfg.input_hw = parse_hw(&a.input_hw)?;
+    if let Some(hw) = &a.input_hw {
+        cfg.input_hw = parse_hw(hw)?;
+    }
     let plan = Plan::new(&cfg)?;
     let s = stats(&plan, a.batch_size);
     if a.json {
@@ -48,6 +45,9 @@ pub fn run(a: InfoArgs) -> CliResult<()> {
         "FractalNet: C = {}, B = {}, channels {}, input {}x{}x{}, {} classes",
         cfg.columns, cfg.blocks, ch.join(","), cfg.in_channels, cfg.input_hw[0], cfg.input_hw[1], cfg.classes
     );
+    if let Some(line) = super::arch::describe(&cfg) {
+        println!("  {line}");
+    }
     println!("  parameters        {} trainable ({} BN statistics besides)", group(s.params), group(s.buffers));
     println!(
         "  depth             {} layers ({} per block in the deepest column); {} layers per block, {} in all",

@@ -2,6 +2,7 @@
 
 pub mod alloc;
 mod anytime;
+mod arch;
 mod bench;
 mod chart;
 pub mod device;

@@ -49,13 +49,13 @@ pub struct TrainArgs {
     label: Option<String>,
     #[arg(long, value_enum, default_value = "paper")]
     recipe: RecipeName,
-    #[arg(long, default_value_t = 3)]
-    columns: usize,
+    /// --columns, --channels and the architecture flags (boxed: they would make this the
+    /// one large variant of `Command`).
+    #[command(flatten)]
+    net: Box<super::arch::ArchArgs>,
     /// Blocks (default: the number of --channels entries).
     #[arg(long)]
     blocks: Option<usize>,
-    #[arg(long, default_value = "16,32,64,128,128")]
-    channels: String,
     /// Classes (default: the data set's).
     #[arg(long)]
     classes: Option<usize>,
@@ -176,8 +176,8 @@ fn run_on<B: Backend>(b: &B, a: TrainArgs) -> CliResult<()> {
     let data_dir = a.data_dir.clone().ok_or_else(|| CliError::Usage("--data-dir is required (or --resume RUN_DIR)".into()))?;
     let kind = DatasetKind::parse(&dataset, a.label.as_deref())?;
     let fast = a.recipe == RecipeName::Fast;
-    let channels: Vec<usize> = parse_list("--channels", &a.channels)?;
-    let blocks = a.blocks.unwrap_or(channels.len());
+    let base = a.net.base(Some((3, "16,32,64,128,128")), kind.channels(), a.classes.unwrap_or(kind.classes()))?;
+    let blocks = a.blocks.unwrap_or(base.channels.len());
     let dropout: Vec<f32> = match &a.dropout {
         Some(s) => parse_list("--dropout", s)?,
         None if fast => vec![0.0; blocks],
@@ -203,9 +203,11 @@ fn run_on<B: Backend>(b: &B, a: TrainArgs) -> CliResult<()> {
         seed: a.seed,
     };
     recipe.validate()?;
-    let mut cfg = FractalConfig::new(a.columns, channels, kind.channels(), a.classes.unwrap_or(kind.classes()));
+    let mut cfg = base;
+    cfg.input_hw = [32, 32]; // every data set's images (28x28 ones padded by the loader)
     cfg.blocks = blocks;
     cfg.dropout = dropout;
+    let base_columns = cfg.columns;
     if a.plain {
         cfg.plain_layers = Some(cfg.deepest());
         cfg.columns = 1;
@@ -215,7 +217,7 @@ fn run_on<B: Backend>(b: &B, a: TrainArgs) -> CliResult<()> {
         return Err(CliError::Usage(format!("--classes {} is fewer than the {} classes of {}", cfg.classes, kind.classes(), kind.name())));
     }
     let out = a.out.clone().unwrap_or_else(|| {
-        PathBuf::from(format!("runs/{}-c{}{}-seed{}", kind.name(), a.columns, if a.plain { "-plain" } else { "" }, a.seed))
+        PathBuf::from(format!("runs/{}-c{}{}-seed{}", kind.name(), base_columns, if a.plain { "-plain" } else { "" }, a.seed))
     });
     if out.join("metrics.jsonl").exists() || out.join(CHECKPOINT).exists() {
         return Err(CliError::Usage(format!("--out {}: already holds a run; resume it with --resume {0} or choose another --out", out.display())));

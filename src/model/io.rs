@@ -80,10 +80,10 @@ pub fn expected_tensors(plan: &Plan, column: Option<usize>) -> (Vec<TensorSpec>,
         if !s.role.stored() {
             continue;
         }
-        if let Some(c) = column {
-            if !s.name.starts_with("fc.") && !s.name.contains(&format!(".col{c}.")) {
-                continue;
-            }
+        if let Some(c) = column
+            && !super::in_column(&s.name, c)
+        {
+            continue;
         }
         let spec = TensorSpec { name: s.name.clone(), shape: s.shape.clone() };
         match s.role {

@@ -48,8 +48,14 @@ pub struct Grads<B: Backend> {
     pub input: Option<Tensor<B>>,
 }
 
-/// The tensor list of a network with this config, in `Params` order: units in plan order,
-/// then `fc.weight`, `fc.bias`.
+/// Whether tensor `name` belongs to the network of column c alone: a tensor of no column
+/// (`stem.*`, `fc.*`) belongs to every column.
+pub fn in_column(name: &str, c: usize) -> bool {
+    !name.starts_with("block") || name.contains(&format!(".col{c}."))
+}
+
+/// The tensor list of a network with this config, in `Params` order: units in plan order
+/// (the stem first, projections just before the join they feed), then `fc.weight`, `fc.bias`.
 pub fn param_specs(plan: &Plan) -> Vec<ParamSpec> {
     let mut specs: Vec<ParamSpec> = plan.units.iter().flat_map(unit::param_specs).collect();
     let (k, f) = (plan.config.classes, plan.features);
@@ -135,6 +141,7 @@ impl<B: Backend> Network<B> {
                     b.join_forward(&ins)?
                 }
                 Op::MaxPool(p) => b.maxpool2d_forward(arg(0)?, *p)?,
+                Op::GlobalAvgPool => b.global_avgpool_forward(arg(0)?)?,
                 Op::Classifier => {
                     let xin = arg(0)?.clone().reshape([n, self.plan.features])?;
                     b.linear_forward(&xin, &self.params.tensors[self.fc_weight], &self.params.tensors[self.fc_bias])?
@@ -206,6 +213,10 @@ impl<B: Backend> Network<B> {
                     let xin = values[ins[0]].as_ref().ok_or_else(missing)?;
                     let dx = b.maxpool2d_backward(xin, &g, *p)?;
                     add(&mut grads, ins[0], dx)?;
+                }
+                Op::GlobalAvgPool => {
+                    let shape = values[ins[0]].as_ref().ok_or_else(missing)?.shape.clone();
+                    add(&mut grads, ins[0], b.global_avgpool_backward(&g, &shape)?)?;
                 }
                 Op::Unit(u) => {
                     let unit = &self.plan.units[*u];

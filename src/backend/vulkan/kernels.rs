@@ -129,8 +129,8 @@ impl Kernel {
             ),
             Kernel::BatchnormRunning => kernel!("batchnorm_running", &[R, R, R, R, W, W], 3),
             Kernel::Dropout => kernel!("dropout", &[R, W, W], 5),
-            Kernel::MaxpoolForward => kernel!("pool_max_forward", &[R, W], 7),
-            Kernel::MaxpoolBackward => kernel!("pool_max_backward", &[R, R, W], 7),
+            Kernel::MaxpoolForward => kernel!("pool_max_forward", &[R, W], 8),
+            Kernel::MaxpoolBackward => kernel!("pool_max_backward", &[R, R, W], 8),
             // Specialisation constant: FORWARD.
             Kernel::AvgpoolForward => kernel!("pool_avg", &[R, W], 3, Some(1)),
             Kernel::AvgpoolBackward => kernel!("pool_avg", &[R, W], 3, Some(0)),

@@ -766,7 +766,7 @@ impl Backend for Vulkan {
     fn maxpool2d_forward(&self, x: &Tensor<Self>, p: Pool2dParams) -> Result<Tensor<Self>> {
         let out = p.out_shape(&x.shape)?;
         let [n, c, h, w] = x.shape.nchw("maxpool2d")?;
-        let push = words(&[n * c, h, w, out.dim(2), out.dim(3), p.kernel, p.stride])?;
+        let push = words(&[n * c, h, w, out.dim(2), out.dim(3), p.kernel, p.stride, p.pad])?;
         let y = self.empty(out)?;
         self.run(
             Kernel::MaxpoolForward,
@@ -786,7 +786,7 @@ impl Backend for Vulkan {
         let out = p.out_shape(&x.shape)?;
         same_shape("maxpool2d_backward", &out, &dy.shape)?;
         let [n, c, h, w] = x.shape.nchw("maxpool2d")?;
-        let push = words(&[n * c, h, w, out.dim(2), out.dim(3), p.kernel, p.stride])?;
+        let push = words(&[n * c, h, w, out.dim(2), out.dim(3), p.kernel, p.stride, p.pad])?;
         let dx = self.empty(x.shape.clone())?;
         self.run(
             Kernel::MaxpoolBackward,

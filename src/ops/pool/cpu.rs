@@ -9,14 +9,32 @@ fn beats(v: f32, bv: f32) -> bool {
     v > bv || (bv.is_nan() && !v.is_nan())
 }
 
+/// The real pixels [lo, hi) along one axis of window `o` (padding excluded).
+#[inline]
+fn window(o: usize, n: usize, p: Pool2dParams) -> (usize, usize) {
+    let start = o * p.stride;
+    (
+        start.saturating_sub(p.pad),
+        (start + p.kernel).saturating_sub(p.pad).min(n),
+    )
+}
+
 /// Index (within the plane) of the first maximum of output (oy, ox)'s window.
 #[inline]
-fn argmax_window(plane: &[f32], w: usize, p: Pool2dParams, oy: usize, ox: usize) -> usize {
-    let mut best = (oy * p.stride) * w + ox * p.stride;
+fn argmax_window(
+    plane: &[f32],
+    [h, w]: [usize; 2],
+    p: Pool2dParams,
+    oy: usize,
+    ox: usize,
+) -> usize {
+    let (y0, y1) = window(oy, h, p);
+    let (x0, x1) = window(ox, w, p);
+    let mut best = y0 * w + x0;
     let mut bv = plane[best];
-    for ky in 0..p.kernel {
-        for kx in 0..p.kernel {
-            let i = (oy * p.stride + ky) * w + ox * p.stride + kx;
+    for iy in y0..y1 {
+        for ix in x0..x1 {
+            let i = iy * w + ix;
             if beats(plane[i], bv) {
                 bv = plane[i];
                 best = i;
@@ -167,15 +185,22 @@ fn max_backward_2x2(x: &[f32], dy: &[f32], [n, c, h, w]: [usize; 4], [ho, wo]: [
     dx
 }
 
-pub(crate) fn max_forward_generic(x: &[f32], [n, c, h, w]: [usize; 4], [ho, wo]: [usize; 2], p: Pool2dParams) -> Vec<f32> {
+pub(crate) fn max_forward_generic(
+    x: &[f32],
+    [n, c, h, w]: [usize; 4],
+    [ho, wo]: [usize; 2],
+    p: Pool2dParams,
+) -> Vec<f32> {
     let mut y = vec![0.0f32; n * c * ho * wo];
-    y.par_chunks_mut(ho * wo).zip(x.par_chunks(h * w)).for_each(|(yp, xp)| {
-        for oy in 0..ho {
-            for ox in 0..wo {
-                yp[oy * wo + ox] = xp[argmax_window(xp, w, p, oy, ox)];
+    y.par_chunks_mut(ho * wo)
+        .zip(x.par_chunks(h * w))
+        .for_each(|(yp, xp)| {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    yp[oy * wo + ox] = xp[argmax_window(xp, [h, w], p, oy, ox)];
+                }
             }
-        }
-    });
+        });
     y
 }
 
@@ -187,7 +212,7 @@ pub(crate) fn max_backward_generic(x: &[f32], dy: &[f32], [n, c, h, w]: [usize; 
         .for_each(|((dxp, xp), dyp)| {
             for oy in 0..ho {
                 for ox in 0..wo {
-                    dxp[argmax_window(xp, w, p, oy, ox)] += dyp[oy * wo + ox];
+                    dxp[argmax_window(xp, [h, w], p, oy, ox)] += dyp[oy * wo + ox];
                 }
             }
         });
@@ -195,10 +220,14 @@ pub(crate) fn max_backward_generic(x: &[f32], dy: &[f32], [n, c, h, w]: [usize; 
 }
 
 pub fn avg_forward(x: &[f32], hw: usize) -> Vec<f32> {
-    x.chunks(hw).map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32).collect()
+    x.chunks(hw)
+        .map(|p| (p.iter().map(|&v| v as f64).sum::<f64>() / hw as f64) as f32)
+        .collect()
 }
 
 pub fn avg_backward(dy: &[f32], hw: usize) -> Vec<f32> {
     let inv = 1.0 / hw as f32;
-    dy.iter().flat_map(|&g| std::iter::repeat_n(g * inv, hw)).collect()
+    dy.iter()
+        .flat_map(|&g| std::iter::repeat_n(g * inv, hw))
+        .collect()
 }

@@ -16,8 +16,12 @@ fn hand_worked_max_and_backward_routing() {
     let y = cpu.maxpool2d_forward(&x, Pool2dParams::HALVE).unwrap();
     assert_eq!(y.shape.dims(), [1, 1, 2, 2]);
     assert_eq!(y.storage, [4., 5., 9., 7.]);
-    let dy = cpu.from_host(Shape::new([1, 1, 2, 2]), &[1., 2., 3., 4.]).unwrap();
-    let dx = cpu.maxpool2d_backward(&x, &dy, Pool2dParams::HALVE).unwrap();
+    let dy = cpu
+        .from_host(Shape::new([1, 1, 2, 2]), &[1., 2., 3., 4.])
+        .unwrap();
+    let dx = cpu
+        .maxpool2d_backward(&x, &dy, Pool2dParams::HALVE)
+        .unwrap();
     // the tie 5,5 goes to the first in row-major order
     #[rustfmt::skip]
     assert_eq!(dx.storage, [
@@ -31,10 +35,24 @@ fn hand_worked_max_and_backward_routing() {
 #[test]
 fn odd_sizes_floor_and_general_windows() {
     let cpu = Cpu::new();
-    let x = cpu.from_host(Shape::new([1, 1, 5, 5]), &(0..25).map(|v| v as f32).collect::<Vec<_>>()).unwrap();
+    let x = cpu
+        .from_host(
+            Shape::new([1, 1, 5, 5]),
+            &(0..25).map(|v| v as f32).collect::<Vec<_>>(),
+        )
+        .unwrap();
     let y = cpu.maxpool2d_forward(&x, Pool2dParams::HALVE).unwrap();
     assert_eq!(y.storage, [6., 8., 16., 18.]);
-    let y3 = cpu.maxpool2d_forward(&x, Pool2dParams { kernel: 3, stride: 2 }).unwrap();
+    let y3 = cpu
+        .maxpool2d_forward(
+            &x,
+            Pool2dParams {
+                kernel: 3,
+                stride: 2,
+                pad: 0,
+            },
+        )
+        .unwrap();
     assert_eq!(y3.storage, [12., 14., 22., 24.]);
 }
 
@@ -47,28 +65,101 @@ fn backward_matches_finite_differences() {
     let mut rng = crate::rng::SeededRng::new(3);
     rng.shuffle(&mut v);
     let x = cpu.from_host(Shape::new([2, 3, 6, 6]), &v).unwrap();
-    for p in [Pool2dParams::HALVE, Pool2dParams { kernel: 3, stride: 1 }] {
-        check_grad(&cpu, &x, 1e-2, 1e-3, |t| cpu.maxpool2d_forward(t, p), |t, dy| cpu.maxpool2d_backward(t, dy, p));
+    for p in [
+        Pool2dParams::HALVE,
+        Pool2dParams {
+            kernel: 3,
+            stride: 1,
+            pad: 0,
+        },
+        Pool2dParams::STEM,
+        Pool2dParams {
+            kernel: 3,
+            stride: 1,
+            pad: 1,
+        },
+    ] {
+        check_grad(
+            &cpu,
+            &x,
+            1e-2,
+            1e-3,
+            |t| cpu.maxpool2d_forward(t, p),
+            |t, dy| cpu.maxpool2d_backward(t, dy, p),
+        );
     }
+}
+
+#[test]
+fn padding_never_wins_and_matches_resnet_stem_sizes() {
+    let cpu = Cpu::new();
+    // all-negative input: a zero pad would win every border window; -inf padding never does
+    let v: Vec<f32> = (0..25).map(|i| -1.0 - i as f32).collect();
+    let x = cpu.from_host(Shape::new([1, 1, 5, 5]), &v).unwrap();
+    let y = cpu.maxpool2d_forward(&x, Pool2dParams::STEM).unwrap();
+    // Ho = (5 + 2 - 3) / 2 + 1 = 3; window (oy, ox) covers rows 2oy-1..=2oy+1
+    assert_eq!(y.shape.dims(), [1, 1, 3, 3]);
+    assert_eq!(y.storage, [-1., -2., -4., -6., -7., -9., -16., -17., -19.]);
+    let dy = cpu.from_host(Shape::new([1, 1, 3, 3]), &[1.; 9]).unwrap();
+    let dx = cpu.maxpool2d_backward(&x, &dy, Pool2dParams::STEM).unwrap();
+    let mut want = vec![0.0f32; 25];
+    for i in [0, 1, 3, 5, 6, 8, 15, 16, 18] {
+        want[i] = 1.0;
+    }
+    assert_eq!(dx.storage, want);
+    // ResNet: 112 -> 56, and any size: ceil(H / 2)
+    for (h, ho) in [(112, 56), (7, 4), (1, 1), (2, 1), (16, 8)] {
+        assert_eq!(Pool2dParams::STEM.out_len(h), Some(ho), "H = {h}");
+    }
+    let x = cpu.zeros(&Shape::new([1, 1, 4, 4])).unwrap();
+    let e = cpu
+        .maxpool2d_forward(
+            &x,
+            Pool2dParams {
+                kernel: 2,
+                stride: 1,
+                pad: 2,
+            },
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("half"), "{e}");
 }
 
 #[test]
 fn global_average_pool_values_and_gradient() {
     let cpu = Cpu::new();
-    let x = cpu.from_host(Shape::new([1, 2, 2, 2]), &[1., 2., 3., 4., -1., -1., 5., 1.]).unwrap();
+    let x = cpu
+        .from_host(
+            Shape::new([1, 2, 2, 2]),
+            &[1., 2., 3., 4., -1., -1., 5., 1.],
+        )
+        .unwrap();
     let y = cpu.global_avgpool_forward(&x).unwrap();
     assert_eq!(y.shape.dims(), [1, 2, 1, 1]);
     assert_eq!(y.storage, [2.5, 1.0]);
-    let xr = cpu.from_host(Shape::new([2, 3, 4, 5]), &random_vec(120, 8)).unwrap();
+    let xr = cpu
+        .from_host(Shape::new([2, 3, 4, 5]), &random_vec(120, 8))
+        .unwrap();
     let shape = xr.shape.clone();
-    check_grad(&cpu, &xr, 1e-2, 1e-3, |t| cpu.global_avgpool_forward(t), |_, dy| cpu.global_avgpool_backward(dy, &shape));
+    check_grad(
+        &cpu,
+        &xr,
+        1e-2,
+        1e-3,
+        |t| cpu.global_avgpool_forward(t),
+        |_, dy| cpu.global_avgpool_backward(dy, &shape),
+    );
 }
 
 #[test]
 fn too_small_input_is_an_error() {
     let cpu = Cpu::new();
     let x = cpu.zeros(&Shape::new([1, 1, 1, 4])).unwrap();
-    let e = cpu.maxpool2d_forward(&x, Pool2dParams::HALVE).unwrap_err().to_string();
+    let e = cpu
+        .maxpool2d_forward(&x, Pool2dParams::HALVE)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("smaller"), "{e}");
 }
 
