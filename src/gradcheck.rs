@@ -14,7 +14,8 @@ use crate::tensor::{Shape, Tensor};
 pub fn random_tensor<B: Backend>(b: &B, shape: impl Into<Shape>, seed: u64) -> Tensor<B> {
     let shape = shape.into();
     let v = random_vec(shape.numel(), seed);
-    b.from_host(shape, &v).expect("random_tensor: backend allocation")
+    b.from_host(shape, &v)
+        .expect("random_tensor: backend allocation")
 }
 
 pub fn random_vec(n: usize, seed: u64) -> Vec<f32> {
@@ -47,12 +48,17 @@ pub fn check_grad<B: Backend>(
     let y = forward(x).expect("forward");
     let r = random_vec(y.numel(), 0xD1CE);
     let rt = b.from_host(y.shape.clone(), &r).expect("upload");
-    let analytic = b.to_host(&grad(x, &rt).expect("backward")).expect("download");
+    let analytic = b
+        .to_host(&grad(x, &rt).expect("backward"))
+        .expect("download");
     assert_eq!(analytic.len(), x.numel(), "gradient has the input's size");
     let x0 = b.to_host(x).expect("download");
     let loss = |v: &[f32]| -> f64 {
         let t = b.from_host(x.shape.clone(), v).expect("upload");
-        weighted_sum(&b.to_host(&forward(&t).expect("forward")).expect("download"), &r)
+        weighted_sum(
+            &b.to_host(&forward(&t).expect("forward")).expect("download"),
+            &r,
+        )
     };
     check_coords(&x0, &analytic, eps, tol, "input", loss)
 }
@@ -103,7 +109,10 @@ pub fn check_coords_n(
         let h = (x0[i] + e) as f64 - (x0[i] - e) as f64;
         (lp - lm) / h
     };
-    let pairs: Vec<(f64, f64)> = idx.iter().map(|&i| (diff(i, eps, &mut v), diff(i, eps / 2.0, &mut v))).collect();
+    let pairs: Vec<(f64, f64)> = idx
+        .iter()
+        .map(|&i| (diff(i, eps, &mut v), diff(i, eps / 2.0, &mut v)))
+        .collect();
     let scale = pairs.iter().fold(0.0f64, |m, p| m.max(p.1.abs()));
     let bound = |nv: f64| tol * (nv.abs() + floor * scale) + 1e-9;
     let mut worst = 0.0f64;
@@ -127,5 +136,8 @@ pub fn check_coords_n(
         skipped * 4 <= count,
         "{what}: {skipped} of {count} coordinates sit at kinks; the check says nothing"
     );
-    GradReport { checked: count - skipped, worst }
+    GradReport {
+        checked: count - skipped,
+        worst,
+    }
 }

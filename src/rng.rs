@@ -8,8 +8,8 @@
 //!   (dropout masks): element i of a mask depends only on (seed, i), so a GPU kernel draws
 //!   the same mask as the CPU.
 
-use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 pub struct SeededRng(ChaCha8Rng);

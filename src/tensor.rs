@@ -31,14 +31,20 @@ impl Shape {
     pub fn nchw(&self, op: &'static str) -> Result<[usize; 4]> {
         match self.0[..] {
             [n, c, h, w] => Ok([n, c, h, w]),
-            _ => Err(Error::shape(op, format!("expected a rank-4 tensor, got {self}"))),
+            _ => Err(Error::shape(
+                op,
+                format!("expected a rank-4 tensor, got {self}"),
+            )),
         }
     }
     /// The two dimensions of a matrix shape.
     pub fn matrix(&self, op: &'static str) -> Result<[usize; 2]> {
         match self.0[..] {
             [r, c] => Ok([r, c]),
-            _ => Err(Error::shape(op, format!("expected a rank-2 tensor, got {self}"))),
+            _ => Err(Error::shape(
+                op,
+                format!("expected a rank-2 tensor, got {self}"),
+            )),
         }
     }
 }

@@ -10,7 +10,15 @@ use std::time::{Duration, Instant};
 
 fn shared() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for c in [std::env::var("FRACTALNET_SHARED").ok().map(PathBuf::from), Some(root.join("shared")), Some(root.join("../shared")), Some(PathBuf::from("/work/shared"))].into_iter().flatten() {
+    for c in [
+        std::env::var("FRACTALNET_SHARED").ok().map(PathBuf::from),
+        Some(root.join("shared")),
+        Some(root.join("../shared")),
+        Some(PathBuf::from("/work/shared")),
+    ]
+    .into_iter()
+    .flatten()
+    {
         if c.join("data/fashion-mnist-sample").exists() {
             return c;
         }
@@ -22,8 +30,16 @@ fn data_dir(tmp: &Path) -> PathBuf {
     let src = shared().join("data/fashion-mnist-sample");
     let dir = tmp.join("fmnist");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(src.join("t10k-images-idx3-ubyte.gz"), dir.join("train-images-idx3-ubyte.gz")).unwrap();
-    std::fs::copy(src.join("t10k-labels-idx1-ubyte.gz"), dir.join("train-labels-idx1-ubyte.gz")).unwrap();
+    std::fs::copy(
+        src.join("t10k-images-idx3-ubyte.gz"),
+        dir.join("train-images-idx3-ubyte.gz"),
+    )
+    .unwrap();
+    std::fs::copy(
+        src.join("t10k-labels-idx1-ubyte.gz"),
+        dir.join("train-labels-idx1-ubyte.gz"),
+    )
+    .unwrap();
     dir
 }
 
@@ -31,22 +47,52 @@ const EPOCHS: usize = 12;
 
 fn train_cmd(data: &Path, out: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fractalnet"));
-    c.args(["train", "--dataset", "fashion-mnist", "--columns", "3", "--channels", "4,8", "--epochs", &EPOCHS.to_string(), "--batch-size", "20", "--val", "60", "--bn-calib", "60", "--seed", "3", "--dropout", "0,0.2", "--augment", "reflect", "--threads", "2"]);
+    c.args([
+        "train",
+        "--dataset",
+        "fashion-mnist",
+        "--columns",
+        "3",
+        "--channels",
+        "4,8",
+        "--epochs",
+        &EPOCHS.to_string(),
+        "--batch-size",
+        "20",
+        "--val",
+        "60",
+        "--bn-calib",
+        "60",
+        "--seed",
+        "3",
+        "--dropout",
+        "0,0.2",
+        "--augment",
+        "reflect",
+        "--threads",
+        "2",
+    ]);
     c.arg("--data-dir").arg(data).arg("--out").arg(out);
-    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
     c
 }
 
 fn resume_cmd(out: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fractalnet"));
     c.args(["train", "--resume"]).arg(out);
-    c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    c.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
     c
 }
 
 /// Every checkpoint-like file in the run dir must open and validate at any moment.
 fn check_readable(out: &Path) {
-    for name in ["checkpoint.safetensors", "model.safetensors", "best.safetensors"] {
+    for name in [
+        "checkpoint.safetensors",
+        "model.safetensors",
+        "best.safetensors",
+    ] {
         let p = out.join(name);
         if p.exists() {
             checkpoint::read(&p).unwrap_or_else(|e| panic!("{name} unreadable after a kill: {e}"));
@@ -105,24 +151,39 @@ fn killed_and_resumed_runs_end_bit_identical() {
         if run.join("checkpoint.safetensors").exists() {
             from_checkpoint += 1;
         }
-        let cmd = if resuming { resume_cmd(&run) } else { train_cmd(&data, &run) };
+        let cmd = if resuming {
+            resume_cmd(&run)
+        } else {
+            train_cmd(&data, &run)
+        };
         first = false;
         // within about two epochs' time of the (re)start: mid-epoch, in calibration or
         // validation, or while a checkpoint is being written
         let at = full.mul_f64((0.2 + 1.6 * rng.uniform_f64()) / EPOCHS as f64);
-        if kill_after({ let mut c = cmd; c.spawn().unwrap() }, at) {
+        if kill_after(
+            {
+                let mut c = cmd;
+                c.spawn().unwrap()
+            },
+            at,
+        ) {
             kills += 1;
         }
         check_readable(&run);
     }
     assert_eq!(kills, 5, "the run kept finishing before the kill");
-    assert!(from_checkpoint >= 2, "only {from_checkpoint} kills landed after a checkpoint existed");
+    assert!(
+        from_checkpoint >= 2,
+        "only {from_checkpoint} kills landed after a checkpoint existed"
+    );
     // Ctrl-C: the run saves a checkpoint in the middle of an epoch and exits with 130
     let mut mid_epoch = false;
     for _ in 0..8 {
         let mut child = resume_cmd(&run).spawn().unwrap();
         std::thread::sleep(full.mul_f64((0.3 + rng.uniform_f64()) / EPOCHS as f64));
-        let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
         let st = child.wait().unwrap();
         check_readable(&run);
         if st.code() == Some(130) {

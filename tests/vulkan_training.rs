@@ -19,7 +19,10 @@ use fractalnet::{Backend, Cpu, Shape, Tensor};
 fn open() -> Option<Vulkan> {
     let skip = std::env::var("FRACTALNET_SKIP_VULKAN").is_ok_and(|v| v == "1");
     let validation = std::env::var("FRACTALNET_VK_VALIDATION").map_or(true, |v| v != "0");
-    match Vulkan::with_options(VulkanOptions { device: None, validation }) {
+    match Vulkan::with_options(VulkanOptions {
+        device: None,
+        validation,
+    }) {
         Ok(v) => Some(v),
         Err(e) if skip => {
             println!("SKIPPED (FRACTALNET_SKIP_VULKAN=1): {e}");
@@ -38,7 +41,10 @@ fn cfg() -> FractalConfig {
 
 fn err(a: &[f32], b: &[f32]) -> f64 {
     let scale = b.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
-    let d = a.iter().zip(b).fold(0.0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()));
+    let d = a
+        .iter()
+        .zip(b)
+        .fold(0.0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()));
     d / (scale + 1e-12)
 }
 
@@ -49,7 +55,11 @@ fn host<B: Backend>(b: &B, t: &Tensor<B>) -> Vec<f32> {
 fn check_validation(vk: &Vulkan) {
     if let Some(log) = vk.validation_log() {
         let rep = log.report();
-        assert!(rep.errors.is_empty(), "validation errors: {:?}", &rep.errors[..rep.errors.len().min(3)]);
+        assert!(
+            rep.errors.is_empty(),
+            "validation errors: {:?}",
+            &rep.errors[..rep.errors.len().min(3)]
+        );
     }
 }
 
@@ -61,7 +71,15 @@ fn one_training_step_matches_the_cpu_under_every_kind_of_mask() {
     let n = 6;
     let xv = random_vec(n * 3 * 144, 5);
     let labels = [0.0, 1.0, 2.0, 3.0, 4.0, 0.0];
-    let mut masks = vec![("local", DropPath { global_ratio: 0.0, local_p: 0.4 }.sample(&c, &mut SeededRng::new(3)).0)];
+    let mut masks = vec![(
+        "local",
+        DropPath {
+            global_ratio: 0.0,
+            local_p: 0.4,
+        }
+        .sample(&c, &mut SeededRng::new(3))
+        .0,
+    )];
     for g in 0..3 {
         masks.push(("global", KeepMask::column(&c, g).unwrap()));
     }
@@ -69,7 +87,9 @@ fn one_training_step_matches_the_cpu_under_every_kind_of_mask() {
     let mut worst: f64 = 0.0;
     for (kind, mask) in &masks {
         let mut nc = Network::new(&cpu, &c, 9).unwrap();
-        let mut nv = Network::from_params(nc.plan.clone(), nc.params.to_backend(&cpu, &vk).unwrap()).unwrap();
+        let mut nv =
+            Network::from_params(nc.plan.clone(), nc.params.to_backend(&cpu, &vk).unwrap())
+                .unwrap();
         let xc = cpu.from_host(Shape::new([n, 3, 12, 12]), &xv).unwrap();
         let xg = vk.from_host(Shape::new([n, 3, 12, 12]), &xv).unwrap();
         let yc = cpu.from_host(Shape::new([n]), &labels).unwrap();
@@ -82,14 +102,26 @@ fn one_training_step_matches_the_cpu_under_every_kind_of_mask() {
         assert!(e < 1e-4, "{kind}: logits {e:.2e}");
         worst = worst.max(e);
         for (i, (a, b)) in gg.params.iter().zip(&gc.params).enumerate() {
-            assert_eq!(a.is_some(), b.is_some(), "{kind}: liveness of {}", nc.params.specs[i].name);
+            assert_eq!(
+                a.is_some(),
+                b.is_some(),
+                "{kind}: liveness of {}",
+                nc.params.specs[i].name
+            );
             if let (Some(a), Some(b)) = (a, b) {
                 let e = err(&host(&vk, a), &host(&cpu, b));
-                assert!(e < 1e-3, "{kind}: gradient of {}: {e:.2e}", nc.params.specs[i].name);
+                assert!(
+                    e < 1e-3,
+                    "{kind}: gradient of {}: {e:.2e}",
+                    nc.params.specs[i].name
+                );
                 worst = worst.max(e);
             }
         }
-        let e = err(&host(&vk, gg.input.as_ref().unwrap()), &host(&cpu, gc.input.as_ref().unwrap()));
+        let e = err(
+            &host(&vk, gg.input.as_ref().unwrap()),
+            &host(&cpu, gc.input.as_ref().unwrap()),
+        );
         assert!(e < 1e-3, "{kind}: input gradient {e:.2e}");
         // the update, and the BN statistics the forward pass moved
         let mut sc = Sgd::new(&cpu, &nc.params, 0.05, 0.9, 1e-4).unwrap();
@@ -97,11 +129,17 @@ fn one_training_step_matches_the_cpu_under_every_kind_of_mask() {
         sc.step(&cpu, &mut nc.params, &gc).unwrap();
         sv.step(&vk, &mut nv.params, &gg).unwrap();
         for (i, spec) in nc.params.specs.iter().enumerate() {
-            let e = err(&host(&vk, &nv.params.tensors[i]), &host(&cpu, &nc.params.tensors[i]));
+            let e = err(
+                &host(&vk, &nv.params.tensors[i]),
+                &host(&cpu, &nc.params.tensors[i]),
+            );
             assert!(e < 1e-4, "{kind}: {} after the step: {e:.2e}", spec.name);
         }
     }
-    println!("vulkan training step: {} masks, worst normalised error {worst:.2e}", masks.len());
+    println!(
+        "vulkan training step: {} masks, worst normalised error {worst:.2e}",
+        masks.len()
+    );
     check_validation(&vk);
 }
 
@@ -111,7 +149,8 @@ fn a_few_steps_of_training_track_the_cpu() {
     let cpu = Cpu::new();
     let c = cfg();
     let mut nc = Network::new(&cpu, &c, 4).unwrap();
-    let mut nv = Network::from_params(nc.plan.clone(), nc.params.to_backend(&cpu, &vk).unwrap()).unwrap();
+    let mut nv =
+        Network::from_params(nc.plan.clone(), nc.params.to_backend(&cpu, &vk).unwrap()).unwrap();
     let mut sc = Sgd::new(&cpu, &nc.params, 0.05, 0.9, 0.0).unwrap();
     let mut sv = Sgd::new(&vk, &nv.params, 0.05, 0.9, 0.0).unwrap();
     let (mut rc, mut rv) = (SeededRng::new(8), SeededRng::new(8));
@@ -123,14 +162,31 @@ fn a_few_steps_of_training_track_the_cpu() {
         let (mv, _) = DropPath::PAPER.sample(&c, &mut rv);
         assert_eq!(mc, mv);
         let (lc, _) = nc
-            .train_step(&cpu, &cpu.from_host(Shape::new([8, 3, 12, 12]), &xv).unwrap(), &cpu.from_host(Shape::new([8]), &labels).unwrap(), &mc, step, &mut sc)
+            .train_step(
+                &cpu,
+                &cpu.from_host(Shape::new([8, 3, 12, 12]), &xv).unwrap(),
+                &cpu.from_host(Shape::new([8]), &labels).unwrap(),
+                &mc,
+                step,
+                &mut sc,
+            )
             .unwrap();
         let (lv, _) = nv
-            .train_step(&vk, &vk.from_host(Shape::new([8, 3, 12, 12]), &xv).unwrap(), &vk.from_host(Shape::new([8]), &labels).unwrap(), &mv, step, &mut sv)
+            .train_step(
+                &vk,
+                &vk.from_host(Shape::new([8, 3, 12, 12]), &xv).unwrap(),
+                &vk.from_host(Shape::new([8]), &labels).unwrap(),
+                &mv,
+                step,
+                &mut sv,
+            )
             .unwrap();
         let (a, b) = (host(&cpu, &lc)[0], host(&vk, &lv)[0]);
         losses.push((a, b));
-        assert!(((a - b) / a).abs() < 1e-3, "step {step}: cpu {a} vulkan {b}");
+        assert!(
+            ((a - b) / a).abs() < 1e-3,
+            "step {step}: cpu {a} vulkan {b}"
+        );
     }
     println!("losses (cpu, vulkan): {losses:?}");
     check_validation(&vk);
@@ -147,23 +203,62 @@ fn cli_training_on_vulkan_tracks_the_cpu_run() {
         return;
     }
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let shared = [std::env::var("FRACTALNET_SHARED").ok().map(std::path::PathBuf::from), Some(root.join("shared")), Some(root.join("../shared")), Some("/work/shared".into())]
-        .into_iter()
-        .flatten()
-        .find(|p| p.join("data/fashion-mnist-sample").exists())
-        .expect("shared/data not found (set FRACTALNET_SHARED)");
+    let shared = [
+        std::env::var("FRACTALNET_SHARED")
+            .ok()
+            .map(std::path::PathBuf::from),
+        Some(root.join("shared")),
+        Some(root.join("../shared")),
+        Some("/work/shared".into()),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.join("data/fashion-mnist-sample").exists())
+    .expect("shared/data not found (set FRACTALNET_SHARED)");
     let tmp = std::env::temp_dir().join(format!("fractalnet-vkcli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let data = tmp.join("fm");
     std::fs::create_dir_all(&data).unwrap();
     let src = shared.join("data/fashion-mnist-sample");
-    std::fs::copy(src.join("t10k-images-idx3-ubyte.gz"), data.join("train-images-idx3-ubyte.gz")).unwrap();
-    std::fs::copy(src.join("t10k-labels-idx1-ubyte.gz"), data.join("train-labels-idx1-ubyte.gz")).unwrap();
+    std::fs::copy(
+        src.join("t10k-images-idx3-ubyte.gz"),
+        data.join("train-images-idx3-ubyte.gz"),
+    )
+    .unwrap();
+    std::fs::copy(
+        src.join("t10k-labels-idx1-ubyte.gz"),
+        data.join("train-labels-idx1-ubyte.gz"),
+    )
+    .unwrap();
     let mut runs = Vec::new();
     for device in ["cpu", "vulkan"] {
         let out = tmp.join(device);
         let st = std::process::Command::new(env!("CARGO_BIN_EXE_fractalnet"))
-            .args(["train", "--device", device, "--dataset", "fashion-mnist", "--columns", "2", "--channels", "4,8", "--epochs", "2", "--batch-size", "25", "--train-subset", "75", "--val", "25", "--bn-calib", "25", "--dropout", "0,0.1", "--seed", "1"])
+            .args([
+                "train",
+                "--device",
+                device,
+                "--dataset",
+                "fashion-mnist",
+                "--columns",
+                "2",
+                "--channels",
+                "4,8",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "25",
+                "--train-subset",
+                "75",
+                "--val",
+                "25",
+                "--bn-calib",
+                "25",
+                "--dropout",
+                "0,0.1",
+                "--seed",
+                "1",
+            ])
             .arg("--data-dir")
             .arg(&data)
             .arg("--out")
@@ -171,15 +266,27 @@ fn cli_training_on_vulkan_tracks_the_cpu_run() {
             .env("FRACTALNET_VK_VALIDATION", "0")
             .output()
             .unwrap();
-        assert!(st.status.success(), "{device}: {}", String::from_utf8_lossy(&st.stderr));
-        let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert!(
+            st.status.success(),
+            "{device}: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         runs.push(lines);
     }
     assert_eq!(runs[0].len(), 2);
     for (c, v) in runs[0].iter().zip(&runs[1]) {
         for k in ["train_loss", "val_loss"] {
             let (a, b) = (c[k].as_f64().unwrap(), v[k].as_f64().unwrap());
-            assert!(((a - b) / a).abs() < 1e-3, "epoch {}: {k} cpu {a} vulkan {b}", c["epoch"]);
+            assert!(
+                ((a - b) / a).abs() < 1e-3,
+                "epoch {}: {k} cpu {a} vulkan {b}",
+                c["epoch"]
+            );
         }
         assert_eq!(c["val_acc"], v["val_acc"]);
         assert_eq!(c["train_acc"], v["train_acc"]);

@@ -1,5 +1,6 @@
 use super::alloc;
-use super::{parse_list, CliError, CliResult};
+use super::{CliError, CliResult, parse_list};
+use fractalnet::Shape;
 use fractalnet::backend::Backend;
 use fractalnet::gradcheck::random_vec;
 use fractalnet::model::io::load_model;
@@ -7,7 +8,6 @@ use fractalnet::model::stats::stats;
 use fractalnet::model::{Mode, Network, Sgd};
 use fractalnet::plan::{DropPath, FractalConfig, KeepMask};
 use fractalnet::rng::SeededRng;
-use fractalnet::Shape;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -62,7 +62,9 @@ pub struct BenchArgs {
 
 pub fn run(a: BenchArgs) -> CliResult<()> {
     if a.steps == 0 || a.batch_size == 0 {
-        return Err(CliError::Usage("--steps and --batch-size must be at least 1".into()));
+        return Err(CliError::Usage(
+            "--steps and --batch-size must be at least 1".into(),
+        ));
     }
     let (device, threads) = (a.device.clone(), a.threads);
     super::device::dispatch(&device, threads, a)
@@ -86,7 +88,10 @@ fn bench_on<B: Backend>(b: &B, a: BenchArgs) -> CliResult<()> {
     };
     let cfg = net.config().clone();
     let n = a.batch_size;
-    let x = b.from_host(Shape::new([n, cfg.in_channels, cfg.input_hw[0], cfg.input_hw[1]]), &random_vec(n * cfg.in_channels * cfg.input_hw[0] * cfg.input_hw[1], 1))?;
+    let x = b.from_host(
+        Shape::new([n, cfg.in_channels, cfg.input_hw[0], cfg.input_hw[1]]),
+        &random_vec(n * cfg.in_channels * cfg.input_hw[0] * cfg.input_hw[1], 1),
+    )?;
     let labels: Vec<f32> = (0..n).map(|i| (i % cfg.classes) as f32).collect();
     let y = b.from_host(Shape::new([n]), &labels)?;
     let mut sgd = Sgd::new(b, &net.params, 0.01, 0.9, 0.0)?;
@@ -107,10 +112,15 @@ fn bench_on<B: Backend>(b: &B, a: BenchArgs) -> CliResult<()> {
                 if count {
                     // forward + backward ~ 3x the forward FLOPs of the live layers
                     let live = net.plan.liveness(&mask)?;
-                    let f: usize = live.live_units(&net.plan).iter().map(|&u| {
-                        let u = &net.plan.units[u];
-                        2 * u.cin * 9 * u.cout * u.hw[0] * u.hw[1]
-                    }).sum::<usize>() + 2 * net.plan.features * cfg.classes;
+                    let f: usize = live
+                        .live_units(&net.plan)
+                        .iter()
+                        .map(|&u| {
+                            let u = &net.plan.units[u];
+                            2 * u.cin * 9 * u.cout * u.hw[0] * u.hw[1]
+                        })
+                        .sum::<usize>()
+                        + 2 * net.plan.features * cfg.classes;
                     flops += 3.0 * f as f64 * n as f64;
                 }
                 let (loss, _) = net.train_step(b, &x, &y, &mask, rng.next_u64(), &mut sgd)?;
@@ -118,10 +128,17 @@ fn bench_on<B: Backend>(b: &B, a: BenchArgs) -> CliResult<()> {
             }
             BenchMode::Eval => {
                 let stats_sel = net.stats_for(a.column);
-                let l = net.forward(b, &x, &eval_mask, Mode::Eval { stats: stats_sel })?.logits;
+                let l = net
+                    .forward(b, &x, &eval_mask, Mode::Eval { stats: stats_sel })?
+                    .logits;
                 b.to_host(&l)?;
                 if count {
-                    flops += (if a.column.is_some() { st.column_flops_per_image[a.column.unwrap_or(0)] } else { st.flops_per_image }) as f64 * n as f64;
+                    flops += (if a.column.is_some() {
+                        st.column_flops_per_image[a.column.unwrap_or(0)]
+                    } else {
+                        st.flops_per_image
+                    }) as f64
+                        * n as f64;
                 }
             }
         }
@@ -144,15 +161,21 @@ fn bench_on<B: Backend>(b: &B, a: BenchArgs) -> CliResult<()> {
     let ips = (a.steps * n) as f64 / secs;
     let gflops = flops / secs / 1e9;
     if a.json {
-        println!("{}", json!({
-            "images_per_s": ips, "ms_per_step": ms, "gflops": gflops, "peak_step_bytes": peak,
-            "mode": format!("{:?}", a.mode).to_lowercase(), "batch_size": n, "columns": cfg.columns,
-            "steps": a.steps, "device": b.name(),
-        }));
+        println!(
+            "{}",
+            json!({
+                "images_per_s": ips, "ms_per_step": ms, "gflops": gflops, "peak_step_bytes": peak,
+                "mode": format!("{:?}", a.mode).to_lowercase(), "batch_size": n, "columns": cfg.columns,
+                "steps": a.steps, "device": b.name(),
+            })
+        );
     } else {
         println!(
             "{} C={} batch {}: {:.1} images/s, {:.2} ms/step, {:.1} GFLOP/s, peak memory of a step {:.1} MiB (on {})",
-            match a.mode { BenchMode::Train => "train", BenchMode::Eval => "eval" },
+            match a.mode {
+                BenchMode::Train => "train",
+                BenchMode::Eval => "eval",
+            },
             cfg.columns,
             n,
             ips,

@@ -1,7 +1,7 @@
 //! `--device cpu | vulkan | vulkan:N | auto` and `fractalnet devices`.
 
 use super::{CliError, CliResult};
-use fractalnet::backend::vulkan::{list_devices, Vulkan};
+use fractalnet::backend::vulkan::{Vulkan, list_devices};
 use fractalnet::backend::{Backend, Cpu};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,7 +20,9 @@ pub fn parse(s: &str) -> CliResult<DeviceChoice> {
         "auto" => Ok(DeviceChoice::Auto),
         _ => match s.strip_prefix("vulkan:").map(|n| n.parse::<usize>()) {
             Some(Ok(i)) => Ok(DeviceChoice::Vulkan(Some(i))),
-            _ => Err(CliError::Usage(format!("--device {s}: expected cpu, vulkan, vulkan:N or auto"))),
+            _ => Err(CliError::Usage(format!(
+                "--device {s}: expected cpu, vulkan, vulkan:N or auto"
+            ))),
         },
     }
 }
@@ -41,7 +43,9 @@ pub fn dispatch(device: &str, threads: Option<usize>, task: impl OnBackend) -> C
             task.run(&v)
         }
         DeviceChoice::Auto => {
-            let gpu = list_devices().ok().and_then(|d| d.into_iter().find(|d| d.kind != "cpu"));
+            let gpu = list_devices()
+                .ok()
+                .and_then(|d| d.into_iter().find(|d| d.kind != "cpu"));
             match gpu.map(|d| Vulkan::new(Some(d.index))) {
                 Some(Ok(v)) => {
                     eprintln!("device: {} (auto: a Vulkan GPU was found)", v.name());
@@ -49,7 +53,10 @@ pub fn dispatch(device: &str, threads: Option<usize>, task: impl OnBackend) -> C
                 }
                 Some(Err(e)) => {
                     let c = cpu();
-                    eprintln!("device: {} (auto: the Vulkan GPU failed to open: {e})", c.name());
+                    eprintln!(
+                        "device: {} (auto: the Vulkan GPU failed to open: {e})",
+                        c.name()
+                    );
                     task.run(&c)
                 }
                 None => {

@@ -3,9 +3,9 @@ use super::{CliError, CliResult};
 use fractalnet::backend::Backend;
 use fractalnet::checkpoint;
 use fractalnet::data::{self, DatasetKind, Split};
-use fractalnet::model::io::{load_from_raw, save_tensors, ModelMeta, RUN_KEY};
+use fractalnet::model::io::{ModelMeta, RUN_KEY, load_from_raw, save_tensors};
 use fractalnet::plan::KeepMask;
-use fractalnet::train::{self, npy::write_npy, Evaluation};
+use fractalnet::train::{self, Evaluation, npy::write_npy};
 
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -93,12 +93,19 @@ fn eval_on<B: Backend>(b: &B, a: EvalArgs) -> CliResult<()> {
     let images = match a.split {
         SplitArg::Test => data::load(kind, &a.data_dir, Split::Test)?,
         SplitArg::Val | SplitArg::Train => {
-            let val = a.val.or(run["val"].as_u64().map(|v| v as usize)).unwrap_or(0);
+            let val = a
+                .val
+                .or(run["val"].as_u64().map(|v| v as usize))
+                .unwrap_or(0);
             let seed = a.seed.or(run["seed"].as_u64()).unwrap_or(0);
             let subset = run["train_subset"].as_u64().map(|v| v as usize);
             let s = load_splits(kind, &a.data_dir, val, subset, seed)?;
             if a.split == SplitArg::Val {
-                s.val.ok_or_else(|| CliError::Usage("--split val: the run held out no validation images (use --val N)".into()))?
+                s.val.ok_or_else(|| {
+                    CliError::Usage(
+                        "--split val: the run held out no validation images (use --val N)".into(),
+                    )
+                })?
             } else {
                 s.train
             }
@@ -106,12 +113,18 @@ fn eval_on<B: Backend>(b: &B, a: EvalArgs) -> CliResult<()> {
     };
     let column = match (a.column, meta.column) {
         (Some(c), Some(fc)) if c != fc => {
-            return Err(CliError::Usage(format!("--column {c}: {} holds only column {fc}", a.checkpoint.display())));
+            return Err(CliError::Usage(format!(
+                "--column {c}: {} holds only column {fc}",
+                a.checkpoint.display()
+            )));
         }
         (c, fc) => c.or(fc),
     };
     if a.all_columns && meta.column.is_some() {
-        return Err(CliError::Usage(format!("--all-columns: {} holds only one column", a.checkpoint.display())));
+        return Err(CliError::Usage(format!(
+            "--all-columns: {} holds only one column",
+            a.checkpoint.display()
+        )));
     }
     let mut logits = a.logits.as_ref().map(|_| Vec::new());
     let main_mask = match column {
@@ -119,12 +132,32 @@ fn eval_on<B: Backend>(b: &B, a: EvalArgs) -> CliResult<()> {
         None => KeepMask::all(&cfg),
     };
     let stats = net.stats_for(column);
-    let main = train::evaluate(b, &mut net, &images, &meta.input_mean, &meta.input_std, &main_mask, stats, a.batch_size, logits.as_mut())?;
+    let main = train::evaluate(
+        b,
+        &mut net,
+        &images,
+        &meta.input_mean,
+        &meta.input_std,
+        &main_mask,
+        stats,
+        a.batch_size,
+        logits.as_mut(),
+    )?;
     let mut cols: Vec<Evaluation> = Vec::new();
     if a.all_columns {
         for g in 0..cfg.columns {
             let s = net.stats_for(Some(g));
-            cols.push(train::evaluate(b, &mut net, &images, &meta.input_mean, &meta.input_std, &KeepMask::column(&cfg, g)?, s, a.batch_size, None)?);
+            cols.push(train::evaluate(
+                b,
+                &mut net,
+                &images,
+                &meta.input_mean,
+                &meta.input_std,
+                &KeepMask::column(&cfg, g)?,
+                s,
+                a.batch_size,
+                None,
+            )?);
         }
     }
     if let (Some(path), Some(l)) = (&a.logits, &logits) {
@@ -141,9 +174,20 @@ fn eval_on<B: Backend>(b: &B, a: EvalArgs) -> CliResult<()> {
         }
         println!("{v}");
     } else {
-        println!("{what:<14} accuracy {:.2}%  loss {:.4}  ({} images, {:.3} ms/image)", main.accuracy * 100.0, main.loss, main.n, main.ms_per_image);
+        println!(
+            "{what:<14} accuracy {:.2}%  loss {:.4}  ({} images, {:.3} ms/image)",
+            main.accuracy * 100.0,
+            main.loss,
+            main.n,
+            main.ms_per_image
+        );
         for (g, e) in cols.iter().enumerate() {
-            println!("column {g:<7} accuracy {:.2}%  loss {:.4}  ({:.3} ms/image)", e.accuracy * 100.0, e.loss, e.ms_per_image);
+            println!(
+                "column {g:<7} accuracy {:.2}%  loss {:.4}  ({:.3} ms/image)",
+                e.accuracy * 100.0,
+                e.loss,
+                e.ms_per_image
+            );
         }
     }
     Ok(())
@@ -189,17 +233,45 @@ fn calibrate_on<B: Backend>(b: &B, a: CalibrateArgs) -> CliResult<()> {
     let raw = checkpoint::read(&a.checkpoint)?;
     let (mut net, meta): (_, ModelMeta) = load_from_raw(&raw, b)?;
     if meta.column.is_some() {
-        return Err(CliError::Usage(format!("{}: an extracted column cannot be calibrated; calibrate the full model and extract again", a.checkpoint.display())));
+        return Err(CliError::Usage(format!(
+            "{}: an extracted column cannot be calibrated; calibrate the full model and extract again",
+            a.checkpoint.display()
+        )));
     }
     let run = run_meta(&raw);
     let kind = DatasetKind::parse(&a.dataset, a.label.as_deref())?;
     let val = run["val"].as_u64().unwrap_or(0) as usize;
     let seed = run["seed"].as_u64().unwrap_or(0);
-    let s = load_splits(kind, &a.data_dir, val, run["train_subset"].as_u64().map(|v| v as usize), seed)?;
-    train::calibrate(b, &mut net, &s.train, &meta.input_mean, &meta.input_std, a.n, a.batch_size, seed)?;
+    let s = load_splits(
+        kind,
+        &a.data_dir,
+        val,
+        run["train_subset"].as_u64().map(|v| v as usize),
+        seed,
+    )?;
+    train::calibrate(
+        b,
+        &mut net,
+        &s.train,
+        &meta.input_mean,
+        &meta.input_std,
+        a.n,
+        a.batch_size,
+        seed,
+    )?;
     let out = a.out.unwrap_or(a.checkpoint.clone());
-    let extra: BTreeMap<String, String> = raw.metadata.iter().filter(|(k, _)| k.as_str() == RUN_KEY).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let extra: BTreeMap<String, String> = raw
+        .metadata
+        .iter()
+        .filter(|(k, _)| k.as_str() == RUN_KEY)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     save_tensors(&out, b, &net.params, &meta, &extra, |_| true)?;
-    println!("calibrated BN statistics of the full network and {} columns over {} images -> {}", net.config().columns, a.n.min(s.train.len()), out.display());
+    println!(
+        "calibrated BN statistics of the full network and {} columns over {} images -> {}",
+        net.config().columns,
+        a.n.min(s.train.len()),
+        out.display()
+    );
     Ok(())
 }

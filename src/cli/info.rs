@@ -1,4 +1,4 @@
-use super::{parse_hw, CliResult};
+use super::{CliResult, parse_hw};
 use fractalnet::model::stats::stats;
 use fractalnet::plan::Plan;
 
@@ -36,19 +36,30 @@ pub fn run(a: InfoArgs) -> CliResult<()> {
     let s = stats(&plan, a.batch_size);
     if a.json {
         let mut v = serde_json::to_value(&s).map_err(|e| super::CliError::Usage(e.to_string()))?;
-        v["config"] = serde_json::to_value(&cfg).map_err(|e| super::CliError::Usage(e.to_string()))?;
+        v["config"] =
+            serde_json::to_value(&cfg).map_err(|e| super::CliError::Usage(e.to_string()))?;
         println!("{v}");
         return Ok(());
     }
     let ch: Vec<String> = cfg.channels.iter().map(|c| c.to_string()).collect();
     println!(
         "FractalNet: C = {}, B = {}, channels {}, input {}x{}x{}, {} classes",
-        cfg.columns, cfg.blocks, ch.join(","), cfg.in_channels, cfg.input_hw[0], cfg.input_hw[1], cfg.classes
+        cfg.columns,
+        cfg.blocks,
+        ch.join(","),
+        cfg.in_channels,
+        cfg.input_hw[0],
+        cfg.input_hw[1],
+        cfg.classes
     );
     if let Some(line) = super::arch::describe(&cfg) {
         println!("  {line}");
     }
-    println!("  parameters        {} trainable ({} BN statistics besides)", group(s.params), group(s.buffers));
+    println!(
+        "  parameters        {} trainable ({} BN statistics besides)",
+        group(s.params),
+        group(s.buffers)
+    );
     println!(
         "  depth             {} layers ({} per block in the deepest column); {} layers per block, {} in all",
         s.depth,
@@ -57,9 +68,16 @@ pub fn run(a: InfoArgs) -> CliResult<()> {
         s.layers
     );
     println!("  joins per block   {}", s.joins_per_block);
-    println!("  forward FLOPs     {:.3} GFLOP per image (full network)", s.flops_per_image as f64 / 1e9);
+    println!(
+        "  forward FLOPs     {:.3} GFLOP per image (full network)",
+        s.flops_per_image as f64 / 1e9
+    );
     for (c, f) in s.column_flops_per_image.iter().enumerate() {
-        println!("    column {c}        {:.3} GFLOP per image ({} layers deep)", *f as f64 / 1e9, cfg.blocks << c);
+        println!(
+            "    column {c}        {:.3} GFLOP per image ({} layers deep)",
+            *f as f64 / 1e9,
+            cfg.blocks << c
+        );
     }
     println!(
         "  training memory   {:.1} MiB of activations kept for backward at batch {}",

@@ -15,7 +15,11 @@ use clap::{Parser, Subcommand};
 use fractalnet::Error;
 
 #[derive(Parser)]
-#[command(name = "fractalnet", version, about = "Train, evaluate and deploy FractalNet image classifiers on CPUs and Vulkan GPUs")]
+#[command(
+    name = "fractalnet",
+    version,
+    about = "Train, evaluate and deploy FractalNet image classifiers on CPUs and Vulkan GPUs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -95,7 +99,11 @@ pub fn run(cli: Cli) -> CliResult<()> {
 /// Parses "16,32,64" into a list.
 pub fn parse_list<T: std::str::FromStr>(flag: &str, s: &str) -> CliResult<Vec<T>> {
     s.split(',')
-        .map(|p| p.trim().parse::<T>().map_err(|_| CliError::Usage(format!("{flag}: '{p}' in '{s}' is not a valid number"))))
+        .map(|p| {
+            p.trim().parse::<T>().map_err(|_| {
+                CliError::Usage(format!("{flag}: '{p}' in '{s}' is not a valid number"))
+            })
+        })
         .collect()
 }
 
@@ -105,6 +113,8 @@ pub fn parse_hw(s: &str) -> CliResult<[usize; 2]> {
     match v[..] {
         [h] => Ok([h, h]),
         [h, w] => Ok([h, w]),
-        _ => Err(CliError::Usage(format!("--input-hw: expected H,W, got '{s}'"))),
+        _ => Err(CliError::Usage(format!(
+            "--input-hw: expected H,W, got '{s}'"
+        ))),
     }
 }

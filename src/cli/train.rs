@@ -1,21 +1,21 @@
-use super::{parse_list, CliError, CliResult};
+use super::{CliError, CliResult, parse_list};
+use fractalnet::Error;
 use fractalnet::backend::Backend;
 use fractalnet::data::{self, DatasetKind, Split};
-use fractalnet::model::io::{save_tensors, ModelMeta};
+use fractalnet::model::io::{ModelMeta, save_tensors};
 use fractalnet::model::stats::stats;
 use fractalnet::model::{Network, Sgd};
 use fractalnet::plan::{FractalConfig, KeepMask};
-use fractalnet::train::checkpoint::{load_training, run_metadata, save_training, RunSpec};
+use fractalnet::train::checkpoint::{RunSpec, load_training, run_metadata, save_training};
 use fractalnet::train::{self, DataSplits, EpochEnd, EpochMetrics, Recipe, TrainState};
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
-use fractalnet::Error;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 /// Named presets; every value is also a flag, and a flag given explicitly wins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -117,7 +117,13 @@ pub struct TrainArgs {
 }
 
 /// The data set's training split, less the validation hold-out, and its statistics.
-pub fn load_splits(kind: DatasetKind, dir: &Path, val: usize, subset: Option<usize>, seed: u64) -> CliResult<DataSplits> {
+pub fn load_splits(
+    kind: DatasetKind,
+    dir: &Path,
+    val: usize,
+    subset: Option<usize>,
+    seed: u64,
+) -> CliResult<DataSplits> {
     let all = data::load(kind, dir, Split::Train)?;
     let (mut train, val) = data::split_validation(all, val, seed)?;
     if let Some(n) = subset {
@@ -129,9 +135,18 @@ pub fn load_splits(kind: DatasetKind, dir: &Path, val: usize, subset: Option<usi
     }
     let (mean, std) = train.channel_stats();
     if std.iter().any(|&s| s <= 0.0) {
-        return Err(Error::format(dir, "a channel of the training images is constant (std 0): cannot normalise").into());
+        return Err(Error::format(
+            dir,
+            "a channel of the training images is constant (std 0): cannot normalise",
+        )
+        .into());
     }
-    Ok(DataSplits { train, val: if val.is_empty() { None } else { Some(val) }, mean, std })
+    Ok(DataSplits {
+        train,
+        val: if val.is_empty() { None } else { Some(val) },
+        mean,
+        std,
+    })
 }
 
 pub fn run(a: TrainArgs) -> CliResult<()> {
@@ -151,16 +166,26 @@ fn run_on<B: Backend>(b: &B, a: TrainArgs) -> CliResult<()> {
         if !ck.exists() {
             // Stopped before its first checkpoint: start it again from its config.json.
             let cfg_path = dir.join("config.json");
-            let text = std::fs::read_to_string(&cfg_path)
-                .map_err(|_| CliError::Usage(format!("--resume {}: neither {CHECKPOINT} nor config.json there", dir.display())))?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::format(&cfg_path, e.to_string()))?;
-            let mut spec: RunSpec = serde_json::from_value(v["run"].clone()).map_err(|e| Error::format(&cfg_path, format!("run: {e}")))?;
-            let cfg: FractalConfig = serde_json::from_value(v["network"].clone()).map_err(|e| Error::format(&cfg_path, format!("network: {e}")))?;
+            let text = std::fs::read_to_string(&cfg_path).map_err(|_| {
+                CliError::Usage(format!(
+                    "--resume {}: neither {CHECKPOINT} nor config.json there",
+                    dir.display()
+                ))
+            })?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::format(&cfg_path, e.to_string()))?;
+            let mut spec: RunSpec = serde_json::from_value(v["run"].clone())
+                .map_err(|e| Error::format(&cfg_path, format!("run: {e}")))?;
+            let cfg: FractalConfig = serde_json::from_value(v["network"].clone())
+                .map_err(|e| Error::format(&cfg_path, format!("network: {e}")))?;
             if let Some(d) = &a.data_dir {
                 spec.data_dir = d.clone();
             }
             truncate_metrics(&dir.join("metrics.jsonl"), 0)?;
-            println!("restarting {} from its config.json (it stopped before its first checkpoint)", dir.display());
+            println!(
+                "restarting {} from its config.json (it stopped before its first checkpoint)",
+                dir.display()
+            );
             return start(b, spec, cfg, dir, a.keep);
         }
         let r = load_training(&ck, b)?;
@@ -169,14 +194,30 @@ fn run_on<B: Backend>(b: &B, a: TrainArgs) -> CliResult<()> {
             spec.data_dir = d.clone();
         }
         truncate_metrics(&dir.join("metrics.jsonl"), r.state.epoch)?;
-        println!("resuming {} at epoch {} step {} (of {} epochs)", dir.display(), r.state.epoch + 1, r.state.step_in_epoch, spec.recipe.epochs);
+        println!(
+            "resuming {} at epoch {} step {} (of {} epochs)",
+            dir.display(),
+            r.state.epoch + 1,
+            r.state.step_in_epoch,
+            spec.recipe.epochs
+        );
         return train_loop(b, &spec, dir, r.net, r.sgd, r.meta, r.state, a.keep);
     }
-    let dataset = a.dataset.clone().ok_or_else(|| CliError::Usage("--dataset is required (or --resume RUN_DIR)".into()))?;
-    let data_dir = a.data_dir.clone().ok_or_else(|| CliError::Usage("--data-dir is required (or --resume RUN_DIR)".into()))?;
+    let dataset = a
+        .dataset
+        .clone()
+        .ok_or_else(|| CliError::Usage("--dataset is required (or --resume RUN_DIR)".into()))?;
+    let data_dir = a
+        .data_dir
+        .clone()
+        .ok_or_else(|| CliError::Usage("--data-dir is required (or --resume RUN_DIR)".into()))?;
     let kind = DatasetKind::parse(&dataset, a.label.as_deref())?;
     let fast = a.recipe == RecipeName::Fast;
-    let base = a.net.base(Some((3, "16,32,64,128,128")), kind.channels(), a.classes.unwrap_or(kind.classes()))?;
+    let base = a.net.base(
+        Some((3, "16,32,64,128,128")),
+        kind.channels(),
+        a.classes.unwrap_or(kind.classes()),
+    )?;
     let blocks = a.blocks.unwrap_or(base.channels.len());
     let dropout: Vec<f32> = match &a.dropout {
         Some(s) => parse_list("--dropout", s)?,
@@ -214,13 +255,27 @@ fn run_on<B: Backend>(b: &B, a: TrainArgs) -> CliResult<()> {
     }
     cfg.validate()?;
     if cfg.classes < kind.classes() {
-        return Err(CliError::Usage(format!("--classes {} is fewer than the {} classes of {}", cfg.classes, kind.classes(), kind.name())));
+        return Err(CliError::Usage(format!(
+            "--classes {} is fewer than the {} classes of {}",
+            cfg.classes,
+            kind.classes(),
+            kind.name()
+        )));
     }
     let out = a.out.clone().unwrap_or_else(|| {
-        PathBuf::from(format!("runs/{}-c{}{}-seed{}", kind.name(), base_columns, if a.plain { "-plain" } else { "" }, a.seed))
+        PathBuf::from(format!(
+            "runs/{}-c{}{}-seed{}",
+            kind.name(),
+            base_columns,
+            if a.plain { "-plain" } else { "" },
+            a.seed
+        ))
     });
     if out.join("metrics.jsonl").exists() || out.join(CHECKPOINT).exists() {
-        return Err(CliError::Usage(format!("--out {}: already holds a run; resume it with --resume {0} or choose another --out", out.display())));
+        return Err(CliError::Usage(format!(
+            "--out {}: already holds a run; resume it with --resume {0} or choose another --out",
+            out.display()
+        )));
     }
     let spec = RunSpec {
         dataset: kind.name().to_string(),
@@ -236,12 +291,24 @@ fn run_on<B: Backend>(b: &B, a: TrainArgs) -> CliResult<()> {
 }
 
 /// A new run from its specification: config.json first, then training from epoch 0.
-fn start<B: Backend>(b: &B, spec: RunSpec, cfg: FractalConfig, out: &Path, keep: usize) -> CliResult<()> {
+fn start<B: Backend>(
+    b: &B,
+    spec: RunSpec,
+    cfg: FractalConfig,
+    out: &Path,
+    keep: usize,
+) -> CliResult<()> {
     let kind = DatasetKind::parse(&spec.dataset, spec.label.as_deref())?;
     let data = load_splits(kind, &spec.data_dir, spec.val, spec.train_subset, spec.seed)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let net = Network::new(b, &cfg, spec.seed)?;
-    let sgd = Sgd::new(b, &net.params, spec.recipe.lr, spec.recipe.momentum, spec.recipe.weight_decay)?;
+    let sgd = Sgd::new(
+        b,
+        &net.params,
+        spec.recipe.lr,
+        spec.recipe.momentum,
+        spec.recipe.weight_decay,
+    )?;
     let meta = ModelMeta::new(cfg.clone(), data.mean.clone(), data.std.clone());
     let st = stats(&net.plan, spec.recipe.batch_size);
     let config_json = json!({
@@ -249,7 +316,10 @@ fn start<B: Backend>(b: &B, spec: RunSpec, cfg: FractalConfig, out: &Path, keep:
         "network": cfg, "recipe": spec.recipe, "device": b.name(), "params": st.params,
         "input_mean": data.mean, "input_std": data.std,
     });
-    write_text(&out.join("config.json"), &serde_json::to_string_pretty(&config_json).unwrap_or_default())?;
+    write_text(
+        &out.join("config.json"),
+        &serde_json::to_string_pretty(&config_json).unwrap_or_default(),
+    )?;
     let seed = spec.seed;
     train_loop(b, &spec, out, net, sgd, meta, TrainState::new(seed), keep)
 }
@@ -270,14 +340,22 @@ fn train_loop<B: Backend>(
     let kind = DatasetKind::parse(&spec.dataset, spec.label.as_deref())?;
     let data = load_splits(kind, &spec.data_dir, spec.val, spec.train_subset, spec.seed)?;
     if data.mean != meta.input_mean || data.std != meta.input_std {
-        return Err(Error::format(&spec.data_dir, "the training images differ from the run's (their mean/std changed)").into());
+        return Err(Error::format(
+            &spec.data_dir,
+            "the training images differ from the run's (their mean/std changed)",
+        )
+        .into());
     }
     let recipe = &spec.recipe;
     let cfg = net.config().clone();
     let st = stats(&net.plan, recipe.batch_size);
     println!(
         "training {} on {} ({} train, {} val images), {} parameters, depth {}, on {}",
-        if spec.plain { "the plain network" } else { "FractalNet" },
+        if spec.plain {
+            "the plain network"
+        } else {
+            "FractalNet"
+        },
         kind.name(),
         data.train.len(),
         data.val.as_ref().map_or(0, |v| v.len()),
@@ -304,17 +382,28 @@ fn train_loop<B: Backend>(
         let lr = recipe.lr_at(epoch);
         let bar = ProgressBar::new(data.train.len() as u64);
         bar.set_style(
-            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         bar.set_prefix(format!("{}/{}", epoch + 1, recipe.epochs));
         bar.set_position(state.seen as u64);
         let start = Instant::now();
-        let end = train::train_epoch(b, &mut net, &mut sgd, recipe, &data, &mut state, &stop, |done, loss, acc| {
-            bar.set_position(done as u64);
-            bar.set_message(format!("loss {loss:.4} acc {:.2}%", acc * 100.0));
-        })?;
+        let end = train::train_epoch(
+            b,
+            &mut net,
+            &mut sgd,
+            recipe,
+            &data,
+            &mut state,
+            &stop,
+            |done, loss, acc| {
+                bar.set_position(done as u64);
+                bar.set_message(format!("loss {loss:.4} acc {:.2}%", acc * 100.0));
+            },
+        )?;
         bar.finish_and_clear();
         let tot = match end {
             EpochEnd::Interrupted => {
@@ -332,17 +421,46 @@ fn train_loop<B: Backend>(
             EpochEnd::Finished(t) => t,
         };
         let train_secs = state.epoch_seconds + start.elapsed().as_secs_f64();
-        train::calibrate(b, &mut net, &data.train, &data.mean, &data.std, recipe.bn_calib, recipe.batch_size, recipe.seed)?;
+        train::calibrate(
+            b,
+            &mut net,
+            &data.train,
+            &data.mean,
+            &data.std,
+            recipe.bn_calib,
+            recipe.batch_size,
+            recipe.seed,
+        )?;
         let (mut val_loss, mut val_acc, mut val_cols, mut val_col_loss) = (None, None, None, None);
         if let Some(v) = &data.val {
             let full_stats = net.stats_for(None);
-            let full = train::evaluate(b, &mut net, v, &data.mean, &data.std, &KeepMask::all(&cfg), full_stats, recipe.batch_size, None)?;
+            let full = train::evaluate(
+                b,
+                &mut net,
+                v,
+                &data.mean,
+                &data.std,
+                &KeepMask::all(&cfg),
+                full_stats,
+                recipe.batch_size,
+                None,
+            )?;
             let mut accs = Vec::new();
             let mut losses = Vec::new();
             for g in 0..cfg.columns {
                 let m = KeepMask::column(&cfg, g)?;
                 let s = net.stats_for(Some(g));
-                let e = train::evaluate(b, &mut net, v, &data.mean, &data.std, &m, s, recipe.batch_size, None)?;
+                let e = train::evaluate(
+                    b,
+                    &mut net,
+                    v,
+                    &data.mean,
+                    &data.std,
+                    &m,
+                    s,
+                    recipe.batch_size,
+                    None,
+                )?;
                 accs.push(e.accuracy);
                 losses.push(e.loss);
             }
@@ -363,12 +481,29 @@ fn train_loop<B: Backend>(
             seconds: state.epoch_seconds + start.elapsed().as_secs_f64(),
             images_per_s: tot.seen as f64 / train_secs,
         };
-        append_line(&metrics_path, &serde_json::to_string(&m).unwrap_or_default())?;
-        save_tensors(&out.join("model.safetensors"), b, &net.params, &meta, &run_meta, |_| true)?;
+        append_line(
+            &metrics_path,
+            &serde_json::to_string(&m).unwrap_or_default(),
+        )?;
+        save_tensors(
+            &out.join("model.safetensors"),
+            b,
+            &net.params,
+            &meta,
+            &run_meta,
+            |_| true,
+        )?;
         if let Some(acc) = val_acc {
             if state.best_val_acc.is_none_or(|best| acc > best) {
                 state.best_val_acc = Some(acc);
-                save_tensors(&out.join("best.safetensors"), b, &net.params, &meta, &run_meta, |_| true)?;
+                save_tensors(
+                    &out.join("best.safetensors"),
+                    b,
+                    &net.params,
+                    &meta,
+                    &run_meta,
+                    |_| true,
+                )?;
             }
         }
         save_training(&out.join(CHECKPOINT), b, &net, &sgd, &meta, spec, &state)?;
@@ -376,12 +511,20 @@ fn train_loop<B: Backend>(
             let kept = out.join(format!("checkpoint-epoch{}.safetensors", state.epoch));
             std::fs::copy(out.join(CHECKPOINT), &kept).map_err(|e| Error::io(&kept, e))?;
             if state.epoch > keep {
-                let old = out.join(format!("checkpoint-epoch{}.safetensors", state.epoch - keep));
+                let old = out.join(format!(
+                    "checkpoint-epoch{}.safetensors",
+                    state.epoch - keep
+                ));
                 let _ = std::fs::remove_file(old);
             }
         }
         let cols = val_cols
-            .map(|v| v.iter().map(|a| format!("{:.2}", a * 100.0)).collect::<Vec<_>>().join(" / "))
+            .map(|v| {
+                v.iter()
+                    .map(|a| format!("{:.2}", a * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            })
             .unwrap_or_default();
         println!(
             "epoch {:>3}/{} lr {:.4} train loss {:.4} acc {:.2}% | val {} | columns {} | {:.0} img/s, {:.0}s",
@@ -390,13 +533,19 @@ fn train_loop<B: Backend>(
             lr,
             m.train_loss,
             m.train_acc * 100.0,
-            val_acc.map(|a| format!("{:.2}%", a * 100.0)).unwrap_or_else(|| "-".into()),
+            val_acc
+                .map(|a| format!("{:.2}%", a * 100.0))
+                .unwrap_or_else(|| "-".into()),
             if cols.is_empty() { "-".into() } else { cols },
             m.images_per_s,
             m.seconds
         );
     }
-    println!("done in {:.0}s; model in {}", total_start.elapsed().as_secs_f64(), out.join("model.safetensors").display());
+    println!(
+        "done in {:.0}s; model in {}",
+        total_start.elapsed().as_secs_f64(),
+        out.join("model.safetensors").display()
+    );
     Ok(())
 }
 
@@ -421,7 +570,11 @@ pub fn write_text(path: &Path, s: &str) -> CliResult<()> {
 }
 
 fn append_line(path: &Path, line: &str) -> CliResult<()> {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
     writeln!(f, "{line}").map_err(|e| Error::io(path, e))?;
     f.sync_data().map_err(|e| Error::io(path, e).into())
 }

@@ -1,7 +1,7 @@
 //! Model files: a network's tensors under the names of shared/SPEC.md plus the
 //! `fractalnet_config` metadata, in safetensors (see `crate::checkpoint`).
 
-use super::{param_specs, Network, Params, Role};
+use super::{Network, Params, Role, param_specs};
 use crate::backend::Backend;
 use crate::checkpoint::{self, RawCheckpoint, TensorSpec};
 use crate::error::{Error, Result};
@@ -37,15 +37,27 @@ pub struct ModelMeta {
 
 impl ModelMeta {
     pub fn new(config: FractalConfig, input_mean: Vec<f32>, input_std: Vec<f32>) -> Self {
-        ModelMeta { format_version: FORMAT_VERSION, config, input_mean, input_std, column: None, folded_bn: false }
+        ModelMeta {
+            format_version: FORMAT_VERSION,
+            config,
+            input_mean,
+            input_std,
+            column: None,
+            folded_bn: false,
+        }
     }
 
     fn check(&self, path: &Path) -> Result<()> {
         let bad = |what: String| Err(Error::format(path, format!("{CONFIG_KEY}: {what}")));
         if self.format_version != FORMAT_VERSION {
-            return bad(format!("format_version {} is not supported (expected {FORMAT_VERSION})", self.format_version));
+            return bad(format!(
+                "format_version {} is not supported (expected {FORMAT_VERSION})",
+                self.format_version
+            ));
         }
-        self.config.validate().map_err(|e| Error::format(path, format!("{CONFIG_KEY}: {e}")))?;
+        self.config
+            .validate()
+            .map_err(|e| Error::format(path, format!("{CONFIG_KEY}: {e}")))?;
         let c = self.config.in_channels;
         if self.input_mean.len() != c || self.input_std.len() != c {
             return bad(format!(
@@ -54,7 +66,9 @@ impl ModelMeta {
                 self.input_std.len()
             ));
         }
-        if self.input_mean.iter().any(|v| !v.is_finite()) || self.input_std.iter().any(|v| !v.is_finite() || *v <= 0.0) {
+        if self.input_mean.iter().any(|v| !v.is_finite())
+            || self.input_std.iter().any(|v| !v.is_finite() || *v <= 0.0)
+        {
             return bad("input_mean must be finite and input_std finite and positive".into());
         }
         if self.folded_bn != (self.config.unit == UnitKind::ConvBiasRelu) {
@@ -65,7 +79,10 @@ impl ModelMeta {
         }
         if let Some(col) = self.column {
             if col >= self.config.columns {
-                return bad(format!("column {col} is out of range for {} columns", self.config.columns));
+                return bad(format!(
+                    "column {col} is out of range for {} columns",
+                    self.config.columns
+                ));
             }
         }
         Ok(())
@@ -85,7 +102,10 @@ pub fn expected_tensors(plan: &Plan, column: Option<usize>) -> (Vec<TensorSpec>,
         {
             continue;
         }
-        let spec = TensorSpec { name: s.name.clone(), shape: s.shape.clone() };
+        let spec = TensorSpec {
+            name: s.name.clone(),
+            shape: s.shape.clone(),
+        };
         match s.role {
             Role::ColumnMean | Role::ColumnVar => optional.push(spec),
             _ => required.push(spec),
@@ -96,7 +116,12 @@ pub fn expected_tensors(plan: &Plan, column: Option<usize>) -> (Vec<TensorSpec>,
 
 /// Writes `net` (atomically) with its metadata. Column statistics are written when the
 /// network has calibrated ones.
-pub fn save_model<B: Backend>(path: &Path, b: &B, net: &Network<B>, meta: &ModelMeta) -> Result<()> {
+pub fn save_model<B: Backend>(
+    path: &Path,
+    b: &B,
+    net: &Network<B>,
+    meta: &ModelMeta,
+) -> Result<()> {
     save_tensors(path, b, &net.params, meta, &BTreeMap::new(), |_| true)
 }
 
@@ -117,16 +142,23 @@ pub fn save_tensors<B: Backend>(
         }
         host.push((s.name.clone(), s.shape.clone(), b.to_host(t)?));
     }
-    let refs: Vec<(String, Shape, &[f32])> = host.iter().map(|(n, s, v)| (n.clone(), s.clone(), v.as_slice())).collect();
+    let refs: Vec<(String, Shape, &[f32])> = host
+        .iter()
+        .map(|(n, s, v)| (n.clone(), s.clone(), v.as_slice()))
+        .collect();
     let mut md = extra.clone();
-    md.insert(CONFIG_KEY.into(), serde_json::to_string(meta).map_err(|e| Error::format(path, e.to_string()))?);
+    md.insert(
+        CONFIG_KEY.into(),
+        serde_json::to_string(meta).map_err(|e| Error::format(path, e.to_string()))?,
+    );
     checkpoint::write_atomic(path, &md, &refs)
 }
 
 /// Reads and validates the metadata of a file.
 pub fn read_meta(raw: &RawCheckpoint) -> Result<ModelMeta> {
     let v = checkpoint::metadata_json(raw, CONFIG_KEY)?;
-    let meta: ModelMeta = serde_json::from_value(v).map_err(|e| Error::format(&raw.path, format!("{CONFIG_KEY}: {e}")))?;
+    let meta: ModelMeta = serde_json::from_value(v)
+        .map_err(|e| Error::format(&raw.path, format!("{CONFIG_KEY}: {e}")))?;
     meta.check(&raw.path)?;
     Ok(meta)
 }
@@ -165,7 +197,10 @@ pub fn optimiser_tensors(plan: &Plan) -> Vec<TensorSpec> {
     param_specs(plan)
         .into_iter()
         .filter(|s| s.role.trainable())
-        .map(|s| TensorSpec { name: format!("{OPTIM_PREFIX}{}", s.name), shape: s.shape })
+        .map(|s| TensorSpec {
+            name: format!("{OPTIM_PREFIX}{}", s.name),
+            shape: s.shape,
+        })
         .collect()
 }
 
@@ -177,7 +212,9 @@ pub fn params_from_raw<B: Backend>(
     optional: &[TensorSpec],
     meta: ModelMeta,
 ) -> Result<(Network<B>, ModelMeta)> {
-    let has_column_stats = optional.first().is_some_and(|s| raw.tensors.contains_key(&s.name));
+    let has_column_stats = optional
+        .first()
+        .is_some_and(|s| raw.tensors.contains_key(&s.name));
     let specs = param_specs(&plan);
     let mut tensors = Vec::with_capacity(specs.len());
     for s in &specs {
@@ -187,6 +224,10 @@ pub fn params_from_raw<B: Backend>(
         };
         tensors.push(t);
     }
-    let params = Params { specs, tensors, has_column_stats };
+    let params = Params {
+        specs,
+        tensors,
+        has_column_stats,
+    };
     Ok((Network::from_params(plan, params)?, meta))
 }

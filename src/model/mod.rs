@@ -59,8 +59,19 @@ pub fn in_column(name: &str, c: usize) -> bool {
 pub fn param_specs(plan: &Plan) -> Vec<ParamSpec> {
     let mut specs: Vec<ParamSpec> = plan.units.iter().flat_map(unit::param_specs).collect();
     let (k, f) = (plan.config.classes, plan.features);
-    specs.push(ParamSpec { name: "fc.weight".into(), shape: Shape::new([k, f]), role: Role::Weight { fan_in: f, fan_out: k } });
-    specs.push(ParamSpec { name: "fc.bias".into(), shape: Shape::new([k]), role: Role::Bias });
+    specs.push(ParamSpec {
+        name: "fc.weight".into(),
+        shape: Shape::new([k, f]),
+        role: Role::Weight {
+            fan_in: f,
+            fan_out: k,
+        },
+    });
+    specs.push(ParamSpec {
+        name: "fc.bias".into(),
+        shape: Shape::new([k]),
+        role: Role::Bias,
+    });
     specs
 }
 
@@ -77,11 +88,18 @@ impl<B: Backend> Network<B> {
     pub fn from_params(plan: Plan, params: Params<B>) -> Result<Self> {
         let specs = param_specs(&plan);
         if specs.len() != params.specs.len() {
-            return Err(Error::config(format!("{} tensors given, the plan needs {}", params.specs.len(), specs.len())));
+            return Err(Error::config(format!(
+                "{} tensors given, the plan needs {}",
+                params.specs.len(),
+                specs.len()
+            )));
         }
         for (want, got) in specs.iter().zip(&params.specs) {
             if want.name != got.name || want.shape != got.shape {
-                return Err(Error::config(format!("tensor {} {} does not fit the plan's {} {}", got.name, got.shape, want.name, want.shape)));
+                return Err(Error::config(format!(
+                    "tensor {} {} does not fit the plan's {} {}",
+                    got.name, got.shape, want.name, want.shape
+                )));
             }
         }
         let mut unit_params = Vec::with_capacity(plan.units.len());
@@ -91,7 +109,13 @@ impl<B: Backend> Network<B> {
             unit_params.push(UnitParamIdx((next..next + n).collect()));
             next += n;
         }
-        Ok(Network { plan, params, unit_params, fc_weight: next, fc_bias: next + 1 })
+        Ok(Network {
+            plan,
+            params,
+            unit_params,
+            fc_weight: next,
+            fc_bias: next + 1,
+        })
     }
 
     pub fn config(&self) -> &FractalConfig {
@@ -100,12 +124,24 @@ impl<B: Backend> Network<B> {
 
     /// Runs the plan on a batch `x` [N, C, H, W] under `mask`. In `Mode::Train` the returned
     /// pass holds what `backward` needs; otherwise values are freed as soon as they are used.
-    pub fn forward(&mut self, b: &B, x: &Tensor<B>, mask: &KeepMask, mode: Mode) -> Result<ForwardPass<B>> {
+    pub fn forward(
+        &mut self,
+        b: &B,
+        x: &Tensor<B>,
+        mask: &KeepMask,
+        mode: Mode,
+    ) -> Result<ForwardPass<B>> {
         let cfg = &self.plan.config;
         let want = [cfg.in_channels, cfg.input_hw[0], cfg.input_hw[1]];
         let [n, c, h, w] = x.shape.nchw("network input")?;
         if [c, h, w] != want || n == 0 {
-            return Err(Error::shape("network input", format!("got {}, the network takes [N, {}, {}, {}]", x.shape, want[0], want[1], want[2])));
+            return Err(Error::shape(
+                "network input",
+                format!(
+                    "got {}, the network takes [N, {}, {}, {}]",
+                    x.shape, want[0], want[1], want[2]
+                ),
+            ));
         }
         let liveness = self.plan.liveness(mask)?;
         let nodes = self.plan.nodes.len();
@@ -125,26 +161,44 @@ impl<B: Backend> Network<B> {
             }
             let node = &self.plan.nodes[i];
             let arg = |k: usize| -> Result<&Tensor<B>> {
-                values[liveness.active[i][k]].as_ref().ok_or_else(|| Error::config(format!("internal: node {i} input {k} not computed")))
+                values[liveness.active[i][k]].as_ref().ok_or_else(|| {
+                    Error::config(format!("internal: node {i} input {k} not computed"))
+                })
             };
             let out = match &node.op {
                 Op::Input => x.clone(),
                 Op::Unit(u) => {
                     let unit = &self.plan.units[*u];
-                    let (y, cache) = unit::forward(b, unit, &self.unit_params[*u], &mut self.params, arg(0)?, mode)?;
+                    let (y, cache) = unit::forward(
+                        b,
+                        unit,
+                        &self.unit_params[*u],
+                        &mut self.params,
+                        arg(0)?,
+                        mode,
+                    )?;
                     caches[i] = cache;
                     y
                 }
                 Op::Join { .. } => {
-                    let ins: Vec<&Tensor<B>> = liveness.active[i].iter().map(|&a| values[a].as_ref()).collect::<Option<_>>()
-                        .ok_or_else(|| Error::config(format!("internal: join {i} input not computed")))?;
+                    let ins: Vec<&Tensor<B>> = liveness.active[i]
+                        .iter()
+                        .map(|&a| values[a].as_ref())
+                        .collect::<Option<_>>()
+                        .ok_or_else(|| {
+                            Error::config(format!("internal: join {i} input not computed"))
+                        })?;
                     b.join_forward(&ins)?
                 }
                 Op::MaxPool(p) => b.maxpool2d_forward(arg(0)?, *p)?,
                 Op::GlobalAvgPool => b.global_avgpool_forward(arg(0)?)?,
                 Op::Classifier => {
                     let xin = arg(0)?.clone().reshape([n, self.plan.features])?;
-                    b.linear_forward(&xin, &self.params.tensors[self.fc_weight], &self.params.tensors[self.fc_bias])?
+                    b.linear_forward(
+                        &xin,
+                        &self.params.tensors[self.fc_weight],
+                        &self.params.tensors[self.fc_bias],
+                    )?
                 }
             };
             values[i] = Some(out);
@@ -156,19 +210,38 @@ impl<B: Backend> Network<B> {
                 }
             }
         }
-        let logits = values[self.plan.output].take().ok_or_else(|| Error::config("internal: no logits"))?;
+        let logits = values[self.plan.output]
+            .take()
+            .ok_or_else(|| Error::config("internal: no logits"))?;
         if train {
             values[self.plan.output] = Some(logits.clone());
         }
-        Ok(ForwardPass { logits, liveness, values, caches })
+        Ok(ForwardPass {
+            logits,
+            liveness,
+            values,
+            caches,
+        })
     }
 
     /// Backpropagates `dlogits` through a training pass. Parameters of dead units get `None`.
-    pub fn backward(&self, b: &B, pass: ForwardPass<B>, dlogits: &Tensor<B>, input_grad: bool) -> Result<Grads<B>> {
-        let ForwardPass { liveness, mut values, mut caches, .. } = pass;
+    pub fn backward(
+        &self,
+        b: &B,
+        pass: ForwardPass<B>,
+        dlogits: &Tensor<B>,
+        input_grad: bool,
+    ) -> Result<Grads<B>> {
+        let ForwardPass {
+            liveness,
+            mut values,
+            mut caches,
+            ..
+        } = pass;
         let nodes = self.plan.nodes.len();
         let mut grads: Vec<Option<Tensor<B>>> = (0..nodes).map(|_| None).collect();
-        let mut pgrads: Vec<Option<Tensor<B>>> = (0..self.params.tensors.len()).map(|_| None).collect();
+        let mut pgrads: Vec<Option<Tensor<B>>> =
+            (0..self.params.tensors.len()).map(|_| None).collect();
         grads[self.plan.output] = Some(dlogits.clone());
         let mut input_g = None;
         let add = |grads: &mut Vec<Option<Tensor<B>>>, at: usize, g: Tensor<B>| -> Result<()> {
@@ -190,7 +263,8 @@ impl<B: Backend> Network<B> {
             };
             let node = &self.plan.nodes[i];
             let ins = &liveness.active[i];
-            let missing = || Error::config(format!("internal: value of node {i} missing in backward"));
+            let missing =
+                || Error::config(format!("internal: value of node {i} missing in backward"));
             match &node.op {
                 Op::Input => input_g = Some(g),
                 Op::Classifier => {
@@ -198,7 +272,8 @@ impl<B: Backend> Network<B> {
                     let shape = xin.shape.clone();
                     let n = shape.dim(0);
                     let xf = xin.clone().reshape([n, self.plan.features])?;
-                    let (dx, dw, db) = b.linear_backward(&xf, &self.params.tensors[self.fc_weight], &g)?;
+                    let (dx, dw, db) =
+                        b.linear_backward(&xf, &self.params.tensors[self.fc_weight], &g)?;
                     pgrads[self.fc_weight] = Some(dw);
                     pgrads[self.fc_bias] = Some(db);
                     add(&mut grads, ins[0], dx.reshape(shape)?)?;
@@ -224,7 +299,18 @@ impl<B: Backend> Network<B> {
                     let y = values[i].as_ref().ok_or_else(missing)?;
                     let xin = values[ins[0]].as_ref().ok_or_else(missing)?;
                     let need_dx = input_grad || !matches!(self.plan.nodes[ins[0]].op, Op::Input);
-                    let dx = unit::backward(b, unit, &self.unit_params[*u], &self.params, xin, y, cache, &g, need_dx, &mut pgrads)?;
+                    let dx = unit::backward(
+                        b,
+                        unit,
+                        &self.unit_params[*u],
+                        &self.params,
+                        xin,
+                        y,
+                        cache,
+                        &g,
+                        need_dx,
+                        &mut pgrads,
+                    )?;
                     if let Some(dx) = dx {
                         add(&mut grads, ins[0], dx)?;
                     }
@@ -232,7 +318,10 @@ impl<B: Backend> Network<B> {
             }
             values[i] = None;
         }
-        Ok(Grads { params: pgrads, input: input_g })
+        Ok(Grads {
+            params: pgrads,
+            input: input_g,
+        })
     }
 
     /// One SGD step on a batch under `mask`: forward (training mode), softmax cross-entropy,
@@ -270,14 +359,24 @@ impl<B: Backend> Network<B> {
     }
 
     /// Logits of a batch in evaluation mode under `mask`.
-    pub fn predict(&mut self, b: &B, x: &Tensor<B>, mask: &KeepMask, stats: StatsSel) -> Result<Tensor<B>> {
+    pub fn predict(
+        &mut self,
+        b: &B,
+        x: &Tensor<B>,
+        mask: &KeepMask,
+        stats: StatsSel,
+    ) -> Result<Tensor<B>> {
         Ok(self.forward(b, x, mask, Mode::Eval { stats })?.logits)
     }
 
     /// The statistics to evaluate `mask` with: a single column uses its own calibrated
     /// statistics when the network has them; anything else the full network's.
     pub fn stats_for(&self, column: Option<usize>) -> StatsSel {
-        if column.is_some() && self.params.has_column_stats { StatsSel::Column } else { StatsSel::Running }
+        if column.is_some() && self.params.has_column_stats {
+            StatsSel::Column
+        } else {
+            StatsSel::Running
+        }
     }
 }
 
@@ -291,14 +390,25 @@ pub struct Sgd<B: Backend> {
 }
 
 impl<B: Backend> Sgd<B> {
-    pub fn new(b: &B, params: &Params<B>, lr: f32, momentum: f32, weight_decay: f32) -> Result<Self> {
+    pub fn new(
+        b: &B,
+        params: &Params<B>,
+        lr: f32,
+        momentum: f32,
+        weight_decay: f32,
+    ) -> Result<Self> {
         let empty = Shape::new([0]);
         let velocity = params
             .specs
             .iter()
             .map(|s| b.zeros(if s.role.trainable() { &s.shape } else { &empty }))
             .collect::<Result<_>>()?;
-        Ok(Sgd { lr, momentum, weight_decay, velocity })
+        Ok(Sgd {
+            lr,
+            momentum,
+            weight_decay,
+            velocity,
+        })
     }
 
     /// Updates every trainable tensor that received a gradient. A tensor with no gradient
@@ -307,7 +417,14 @@ impl<B: Backend> Sgd<B> {
     pub fn step(&mut self, b: &B, params: &mut Params<B>, grads: &Grads<B>) -> Result<()> {
         for (i, g) in grads.params.iter().enumerate() {
             if let (Some(g), true) = (g, params.specs[i].role.trainable()) {
-                b.sgd_update(&mut params.tensors[i], g, &mut self.velocity[i], self.lr, self.momentum, self.weight_decay)?;
+                b.sgd_update(
+                    &mut params.tensors[i],
+                    g,
+                    &mut self.velocity[i],
+                    self.lr,
+                    self.momentum,
+                    self.weight_decay,
+                )?;
             }
         }
         Ok(())

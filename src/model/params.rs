@@ -10,7 +10,10 @@ use crate::tensor::{Shape, Tensor};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     /// Conv or FC weight: Xavier (Glorot) uniform with the given fans.
-    Weight { fan_in: usize, fan_out: usize },
+    Weight {
+        fan_in: usize,
+        fan_out: usize,
+    },
     /// FC bias: zero.
     Bias,
     /// BN gamma: one.
@@ -31,7 +34,10 @@ pub enum Role {
 
 impl Role {
     pub fn trainable(&self) -> bool {
-        matches!(self, Role::Weight { .. } | Role::Bias | Role::Gamma | Role::Beta)
+        matches!(
+            self,
+            Role::Weight { .. } | Role::Bias | Role::Gamma | Role::Beta
+        )
     }
     /// Whether the tensor belongs in a model file (constants are rebuilt from the plan).
     pub fn stored(&self) -> bool {
@@ -62,7 +68,11 @@ pub struct Params<B: Backend> {
 
 impl<B: Backend> Clone for Params<B> {
     fn clone(&self) -> Self {
-        Params { specs: self.specs.clone(), tensors: self.tensors.clone(), has_column_stats: self.has_column_stats }
+        Params {
+            specs: self.specs.clone(),
+            tensors: self.tensors.clone(),
+            has_column_stats: self.has_column_stats,
+        }
     }
 }
 
@@ -75,13 +85,19 @@ impl<B: Backend> Params<B> {
             let v: Vec<f32> = match s.role {
                 Role::Weight { fan_in, fan_out } => {
                     let bound = (6.0 / (fan_in + fan_out) as f64).sqrt();
-                    (0..n).map(|_| ((rng.uniform_f64() * 2.0 - 1.0) * bound) as f32).collect()
+                    (0..n)
+                        .map(|_| ((rng.uniform_f64() * 2.0 - 1.0) * bound) as f32)
+                        .collect()
                 }
                 r => vec![r.fill(); n],
             };
             tensors.push(backend.from_host(s.shape.clone(), &v)?);
         }
-        Ok(Params { specs, tensors, has_column_stats: false })
+        Ok(Params {
+            specs,
+            tensors,
+            has_column_stats: false,
+        })
     }
 
     pub fn index(&self, name: &str) -> Option<usize> {
@@ -90,7 +106,11 @@ impl<B: Backend> Params<B> {
 
     /// Number of trainable scalars (the paper's parameter count).
     pub fn trainable_count(&self) -> usize {
-        self.specs.iter().filter(|s| s.role.trainable()).map(|s| s.shape.numel()).sum()
+        self.specs
+            .iter()
+            .filter(|s| s.role.trainable())
+            .map(|s| s.shape.numel())
+            .sum()
     }
 
     /// Copies every tensor to another backend.
@@ -99,6 +119,10 @@ impl<B: Backend> Params<B> {
         for t in &self.tensors {
             tensors.push(to.from_host(t.shape.clone(), &from.to_host(t)?)?);
         }
-        Ok(Params { specs: self.specs.clone(), tensors, has_column_stats: self.has_column_stats })
+        Ok(Params {
+            specs: self.specs.clone(),
+            tensors,
+            has_column_stats: self.has_column_stats,
+        })
     }
 }

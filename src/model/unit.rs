@@ -75,9 +75,20 @@ pub fn param_specs(u: &UnitNode) -> Vec<ParamSpec> {
     let p = u.prefix();
     if u.kind == UnitOp::ConvBiasRelu {
         let c = Shape::new([u.cout]);
-        let spec = |n: &str, shape: Shape, role| ParamSpec { name: format!("{p}.{n}"), shape, role };
+        let spec = |n: &str, shape: Shape, role| ParamSpec {
+            name: format!("{p}.{n}"),
+            shape,
+            role,
+        };
         return vec![
-            spec("conv.weight", Shape::new([u.cout, u.cin, 3, 3]), Role::Weight { fan_in: u.cin * 9, fan_out: u.cout * 9 }),
+            spec(
+                "conv.weight",
+                Shape::new([u.cout, u.cin, 3, 3]),
+                Role::Weight {
+                    fan_in: u.cin * 9,
+                    fan_out: u.cout * 9,
+                },
+            ),
             spec("conv.bias", c.clone(), Role::Bias),
             // Not in files: the operands of the identity BatchNorm that adds the bias.
             spec("const.ones", c.clone(), Role::Ones),
@@ -114,7 +125,10 @@ pub fn param_specs(u: &UnitNode) -> Vec<ParamSpec> {
 }
 
 fn inference_only(u: &UnitNode) -> Error {
-    Error::config(format!("{}: a folded network (BatchNorm folded into the convolutions) is for inference only", u.prefix()))
+    Error::config(format!(
+        "{}: a folded network (BatchNorm folded into the convolutions) is for inference only",
+        u.prefix()
+    ))
 }
 
 /// Forward through one unit. Returns the output and, in training mode, the cache.

@@ -19,9 +19,15 @@ pub enum DropPathSample {
 
 impl DropPath {
     /// The paper's mix: 50% global, 50% local with p = 0.15.
-    pub const PAPER: DropPath = DropPath { global_ratio: 0.5, local_p: 0.15 };
+    pub const PAPER: DropPath = DropPath {
+        global_ratio: 0.5,
+        local_p: 0.15,
+    };
     /// No drop-path: every sample keeps all paths.
-    pub const NONE: DropPath = DropPath { global_ratio: 0.0, local_p: 0.0 };
+    pub const NONE: DropPath = DropPath {
+        global_ratio: 0.0,
+        local_p: 0.0,
+    };
 
     /// One sample for one mini-batch. Draw order: one uniform for global-vs-local; then either
     /// the column (`below(C)`), or for each block, join and participating column (ascending)
@@ -33,7 +39,10 @@ impl DropPath {
         }
         if rng.uniform_f64() < self.global_ratio {
             let g = rng.below(cfg.columns);
-            return (KeepMask::column(cfg, g).unwrap_or(mask), DropPathSample::Global(g));
+            return (
+                KeepMask::column(cfg, g).unwrap_or(mask),
+                DropPathSample::Global(g),
+            );
         }
         for b in 0..cfg.blocks {
             for j in 0..mask.joins {

@@ -15,12 +15,21 @@ impl KeepMask {
     /// Every path active: the full network.
     pub fn all(cfg: &FractalConfig) -> Self {
         let joins = cfg.joins_per_block();
-        KeepMask { blocks: cfg.blocks, joins, columns: cfg.columns, keep: vec![true; cfg.blocks * joins * cfg.columns] }
+        KeepMask {
+            blocks: cfg.blocks,
+            joins,
+            columns: cfg.columns,
+            keep: vec![true; cfg.blocks * joins * cfg.columns],
+        }
     }
     /// Only column g, in every block: the global drop-path sample and single-column evaluation.
     pub fn column(cfg: &FractalConfig, g: usize) -> Result<Self> {
         if g >= cfg.columns {
-            return Err(Error::config(format!("--column {g} is out of range: the network has {} columns (0..={})", cfg.columns, cfg.columns - 1)));
+            return Err(Error::config(format!(
+                "--column {g} is out of range: the network has {} columns (0..={})",
+                cfg.columns,
+                cfg.columns - 1
+            )));
         }
         let mut m = Self::all(cfg);
         for (i, k) in m.keep.iter_mut().enumerate() {
@@ -36,7 +45,11 @@ impl KeepMask {
     }
     pub fn check_fits(&self, cfg: &FractalConfig) -> Result<()> {
         let j = cfg.joins_per_block();
-        if self.blocks != cfg.blocks || self.joins != j || self.columns != cfg.columns || self.keep.len() != self.blocks * self.joins * self.columns {
+        if self.blocks != cfg.blocks
+            || self.joins != j
+            || self.columns != cfg.columns
+            || self.keep.len() != self.blocks * self.joins * self.columns
+        {
             return Err(Error::mask(format!(
                 "mask is [{}, {}, {}] but the network needs [{}, {j}, {}]",
                 self.blocks, self.joins, self.columns, cfg.blocks, cfg.columns

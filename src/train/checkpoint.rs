@@ -8,7 +8,10 @@ use super::{Recipe, TrainState};
 use crate::backend::Backend;
 use crate::checkpoint::{self, TensorSpec};
 use crate::error::{Error, Result};
-use crate::model::io::{expected_tensors, optimiser_tensors, params_from_raw, read_meta, ModelMeta, CONFIG_KEY, OPTIM_PREFIX, RUN_KEY, TRAIN_KEY};
+use crate::model::io::{
+    CONFIG_KEY, ModelMeta, OPTIM_PREFIX, RUN_KEY, TRAIN_KEY, expected_tensors, optimiser_tensors,
+    params_from_raw, read_meta,
+};
 use crate::model::{Network, Role, Sgd};
 use crate::plan::Plan;
 use crate::tensor::Shape;
@@ -61,16 +64,33 @@ pub fn save_training<B: Backend>(
     }
     for (i, s) in params.specs.iter().enumerate() {
         if s.role.trainable() {
-            host.push((format!("{OPTIM_PREFIX}{}", s.name), s.shape.clone(), b.to_host(&sgd.velocity[i])?));
+            host.push((
+                format!("{OPTIM_PREFIX}{}", s.name),
+                s.shape.clone(),
+                b.to_host(&sgd.velocity[i])?,
+            ));
         }
     }
-    let refs: Vec<(String, Shape, &[f32])> = host.iter().map(|(n, s, v)| (n.clone(), s.clone(), v.as_slice())).collect();
-    let tm = TrainMeta { spec: spec.clone(), state: state.clone(), has_column_stats: params.has_column_stats };
+    let refs: Vec<(String, Shape, &[f32])> = host
+        .iter()
+        .map(|(n, s, v)| (n.clone(), s.clone(), v.as_slice()))
+        .collect();
+    let tm = TrainMeta {
+        spec: spec.clone(),
+        state: state.clone(),
+        has_column_stats: params.has_column_stats,
+    };
     let json_err = |e: serde_json::Error| Error::format(path, e.to_string());
     let md = BTreeMap::from([
-        (CONFIG_KEY.to_string(), serde_json::to_string(meta).map_err(json_err)?),
+        (
+            CONFIG_KEY.to_string(),
+            serde_json::to_string(meta).map_err(json_err)?,
+        ),
         run_metadata(spec),
-        (TRAIN_KEY.to_string(), serde_json::to_string(&tm).map_err(json_err)?),
+        (
+            TRAIN_KEY.to_string(),
+            serde_json::to_string(&tm).map_err(json_err)?,
+        ),
     ]);
     checkpoint::write_atomic(path, &md, &refs)
 }
@@ -89,9 +109,15 @@ pub fn load_training<B: Backend>(path: &Path, b: &B) -> Result<Resumed<B>> {
     let meta = read_meta(&raw)?;
     let tm: TrainMeta = serde_json::from_value(checkpoint::metadata_json(&raw, TRAIN_KEY)?)
         .map_err(|e| Error::format(path, format!("{TRAIN_KEY}: {e}")))?;
-    tm.spec.recipe.validate().map_err(|e| Error::format(path, format!("{TRAIN_KEY}: {e}")))?;
+    tm.spec
+        .recipe
+        .validate()
+        .map_err(|e| Error::format(path, format!("{TRAIN_KEY}: {e}")))?;
     if meta.column.is_some() {
-        return Err(Error::format(path, "an extracted column is not a training checkpoint"));
+        return Err(Error::format(
+            path,
+            "an extracted column is not a training checkpoint",
+        ));
     }
     let plan = Plan::new(&meta.config)?;
     let (mut required, optional) = expected_tensors(&plan, None);
@@ -105,13 +131,36 @@ pub fn load_training<B: Backend>(path: &Path, b: &B) -> Result<Resumed<B>> {
     }
     let velocities: Vec<(String, Vec<f32>)> = optim
         .iter()
-        .map(|s: &TensorSpec| (s.name[OPTIM_PREFIX.len()..].to_string(), raw.tensors.get(&s.name).map(|t| t.1.clone()).unwrap_or_default()))
+        .map(|s: &TensorSpec| {
+            (
+                s.name[OPTIM_PREFIX.len()..].to_string(),
+                raw.tensors
+                    .get(&s.name)
+                    .map(|t| t.1.clone())
+                    .unwrap_or_default(),
+            )
+        })
         .collect();
     let (net, meta) = params_from_raw(&raw, b, plan, &optional, meta)?;
-    let mut sgd = Sgd::new(b, &net.params, tm.spec.recipe.lr, tm.spec.recipe.momentum, tm.spec.recipe.weight_decay)?;
+    let mut sgd = Sgd::new(
+        b,
+        &net.params,
+        tm.spec.recipe.lr,
+        tm.spec.recipe.momentum,
+        tm.spec.recipe.weight_decay,
+    )?;
     for (name, v) in velocities {
-        let i = net.params.index(&name).ok_or_else(|| Error::format(path, format!("velocity of unknown tensor {name}")))?;
+        let i = net
+            .params
+            .index(&name)
+            .ok_or_else(|| Error::format(path, format!("velocity of unknown tensor {name}")))?;
         sgd.velocity[i] = b.from_host(net.params.specs[i].shape.clone(), &v)?;
     }
-    Ok(Resumed { net, sgd, meta, spec: tm.spec, state: tm.state })
+    Ok(Resumed {
+        net,
+        sgd,
+        meta,
+        spec: tm.spec,
+        state: tm.state,
+    })
 }

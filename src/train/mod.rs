@@ -5,11 +5,11 @@ pub mod checkpoint;
 pub mod npy;
 
 use crate::backend::Backend;
-use crate::data::{augment_batch, normalise_into, Augment, Images};
+use crate::data::{Augment, Images, augment_batch, normalise_into};
 use crate::error::{Error, Result};
 use crate::model::{Mode, Network, Sgd, StatsSel};
 use crate::plan::{DropPath, KeepMask};
-use crate::rng::{streams, RngState, SeededRng};
+use crate::rng::{RngState, SeededRng, streams};
 use crate::tensor::{Shape, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -32,7 +32,10 @@ pub struct Recipe {
 
 impl Recipe {
     pub fn drop_path(&self) -> DropPath {
-        DropPath { global_ratio: self.global_ratio, local_p: self.local_p }
+        DropPath {
+            global_ratio: self.global_ratio,
+            local_p: self.local_p,
+        }
     }
 
     /// The learning rate of `epoch` (0-based): divided by 10 each time the number of
@@ -51,22 +54,37 @@ impl Recipe {
             return Err(Error::config("--epochs must be at least 1"));
         }
         if self.batch_size < 2 {
-            return Err(Error::config(format!("--batch-size {} must be at least 2 (BatchNorm needs two samples)", self.batch_size)));
+            return Err(Error::config(format!(
+                "--batch-size {} must be at least 2 (BatchNorm needs two samples)",
+                self.batch_size
+            )));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return Err(Error::config(format!("--lr {} must be positive", self.lr)));
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            return Err(Error::config(format!("--momentum {} is outside [0, 1)", self.momentum)));
+            return Err(Error::config(format!(
+                "--momentum {} is outside [0, 1)",
+                self.momentum
+            )));
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            return Err(Error::config(format!("--weight-decay {} must be >= 0", self.weight_decay)));
+            return Err(Error::config(format!(
+                "--weight-decay {} must be >= 0",
+                self.weight_decay
+            )));
         }
         if !(0.0..=1.0).contains(&self.global_ratio) {
-            return Err(Error::config(format!("--global-ratio {} is outside [0, 1]", self.global_ratio)));
+            return Err(Error::config(format!(
+                "--global-ratio {} is outside [0, 1]",
+                self.global_ratio
+            )));
         }
         if !(0.0..1.0).contains(&self.local_p) {
-            return Err(Error::config(format!("--local-p {} is outside [0, 1)", self.local_p)));
+            return Err(Error::config(format!(
+                "--local-p {} is outside [0, 1)",
+                self.local_p
+            )));
         }
         Augment::parse(&self.augment)?;
         Ok(())
@@ -97,7 +115,10 @@ pub fn make_batch<B: Backend>(
         augment_batch(&mut x, idx.len(), c, h, w, a, rng);
     }
     let labels: Vec<f32> = idx.iter().map(|&i| images.labels[i] as f32).collect();
-    Ok((b.from_host(Shape::new([idx.len(), c, h, w]), &x)?, b.from_host(Shape::new([idx.len()]), &labels)?))
+    Ok((
+        b.from_host(Shape::new([idx.len(), c, h, w]), &x)?,
+        b.from_host(Shape::new([idx.len()]), &labels)?,
+    ))
 }
 
 /// Accuracy and mean loss of one network/mask over a set of images.
@@ -136,15 +157,28 @@ pub fn evaluate<B: Backend>(
         let (loss, _) = b.softmax_xent(&logits, &y)?;
         let pred = b.argmax(&logits)?;
         let mut back = b.to_host_many(&[&loss, &pred, &logits])?.into_iter();
-        let (loss, pred, host_logits) = (back.next().unwrap_or_default(), back.next().unwrap_or_default(), back.next().unwrap_or_default());
+        let (loss, pred, host_logits) = (
+            back.next().unwrap_or_default(),
+            back.next().unwrap_or_default(),
+            back.next().unwrap_or_default(),
+        );
         loss_sum += loss.first().copied().unwrap_or(f32::NAN) as f64 * chunk.len() as f64;
-        correct += pred.iter().zip(chunk).filter(|(p, i)| **p as u32 == images.labels[**i]).count();
+        correct += pred
+            .iter()
+            .zip(chunk)
+            .filter(|(p, i)| **p as u32 == images.labels[**i])
+            .count();
         if let Some(out) = logits_out.as_deref_mut() {
             out.extend(host_logits);
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    Ok(Evaluation { accuracy: correct as f64 / n as f64, loss: loss_sum / n as f64, n, ms_per_image: secs * 1e3 / n as f64 })
+    Ok(Evaluation {
+        accuracy: correct as f64 / n as f64,
+        loss: loss_sum / n as f64,
+        n,
+        ms_per_image: secs * 1e3 / n as f64,
+    })
 }
 
 /// Precise BN (shared/SPEC.md): re-estimates the full network's BN statistics and every
@@ -180,7 +214,15 @@ pub fn calibrate<B: Backend>(
     for (mask, stats) in &masks {
         for (k, chunk) in batches.iter().enumerate() {
             let (x, _) = make_batch(b, images, chunk, mean, std, None)?;
-            net.forward(b, &x, mask, Mode::Calibrate { stats: *stats, batch_index: k })?;
+            net.forward(
+                b,
+                &x,
+                mask,
+                Mode::Calibrate {
+                    stats: *stats,
+                    batch_index: k,
+                },
+            )?;
         }
     }
     net.params.has_column_stats = true;
@@ -232,7 +274,8 @@ impl TrainState {
 }
 
 fn rng(s: &RngState) -> Result<SeededRng> {
-    SeededRng::from_state(s).ok_or_else(|| Error::config(format!("corrupt random-stream state {s:?}")))
+    SeededRng::from_state(s)
+        .ok_or_else(|| Error::config(format!("corrupt random-stream state {s:?}")))
 }
 
 /// How an epoch ended.
@@ -276,7 +319,11 @@ pub fn train_epoch<B: Backend>(
     if batches.len() > 1 && batches.last().is_some_and(|c| c.len() < 2) {
         batches.pop();
     }
-    let (mut aug_rng, mut dp_rng, mut do_rng) = (rng(&state.augment_rng)?, rng(&state.droppath_rng)?, rng(&state.dropout_rng)?);
+    let (mut aug_rng, mut dp_rng, mut do_rng) = (
+        rng(&state.augment_rng)?,
+        rng(&state.droppath_rng)?,
+        rng(&state.dropout_rng)?,
+    );
     for chunk in batches.iter().skip(state.step_in_epoch) {
         if stop.load(std::sync::atomic::Ordering::SeqCst) {
             state.augment_rng = aug_rng.state();
@@ -284,25 +331,53 @@ pub fn train_epoch<B: Backend>(
             state.dropout_rng = do_rng.state();
             return Ok(EpochEnd::Interrupted);
         }
-        let (x, y) = make_batch(b, &data.train, chunk, &data.mean, &data.std, Some((aug, &mut aug_rng)))?;
+        let (x, y) = make_batch(
+            b,
+            &data.train,
+            chunk,
+            &data.mean,
+            &data.std,
+            Some((aug, &mut aug_rng)),
+        )?;
         let (mask, _) = dp.sample(&cfg, &mut dp_rng);
         let seed = do_rng.next_u64();
         let (loss, logits) = net.train_step(b, &x, &y, &mask, seed, sgd)?;
         // the step's one read-back: its loss and predictions together
         let mut back = b.to_host_many(&[&loss, &b.argmax(&logits)?])?.into_iter();
-        let (loss, pred) = (back.next().unwrap_or_default(), back.next().unwrap_or_default());
+        let (loss, pred) = (
+            back.next().unwrap_or_default(),
+            back.next().unwrap_or_default(),
+        );
         let loss = loss.first().copied().unwrap_or(f32::NAN);
         if !loss.is_finite() {
-            return Err(Error::Diverged { what: format!("loss {loss} at epoch {} step {}", state.epoch + 1, state.step + 1) });
+            return Err(Error::Diverged {
+                what: format!(
+                    "loss {loss} at epoch {} step {}",
+                    state.epoch + 1,
+                    state.step + 1
+                ),
+            });
         }
-        state.correct += pred.iter().zip(chunk.iter()).filter(|(p, i)| **p as u32 == data.train.labels[**i]).count();
+        state.correct += pred
+            .iter()
+            .zip(chunk.iter())
+            .filter(|(p, i)| **p as u32 == data.train.labels[**i])
+            .count();
         state.loss_sum += loss as f64 * chunk.len() as f64;
         state.seen += chunk.len();
         state.step += 1;
         state.step_in_epoch += 1;
-        on_step(state.seen, state.loss_sum / state.seen as f64, state.correct as f64 / state.seen as f64);
+        on_step(
+            state.seen,
+            state.loss_sum / state.seen as f64,
+            state.correct as f64 / state.seen as f64,
+        );
     }
-    let totals = EpochTotals { loss_sum: state.loss_sum, correct: state.correct, seen: state.seen };
+    let totals = EpochTotals {
+        loss_sum: state.loss_sum,
+        correct: state.correct,
+        seen: state.seen,
+    };
     state.epoch += 1;
     state.step_in_epoch = 0;
     state.order_rng = order_rng.state();

@@ -6,7 +6,11 @@ use std::path::Path;
 
 pub fn npy_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let tuple = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
     // magic (6) + version (2) + length (2) + header + '\n' is a multiple of 64
     while (10 + header.len() + 1) % 64 != 0 {
@@ -27,7 +31,8 @@ pub fn npy_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
 pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     let tmp = path.with_extension("npy.tmp");
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(&npy_bytes(shape, data)).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(&npy_bytes(shape, data))
+        .map_err(|e| Error::io(&tmp, e))?;
     f.sync_all().map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
@@ -42,6 +47,9 @@ mod tests {
         let h = std::str::from_utf8(&b[10..10 + hl]).unwrap();
         assert!(h.contains("'shape': (2, 3)") && h.ends_with('\n'));
         assert_eq!(b.len(), 10 + hl + 24);
-        assert_eq!(f32::from_le_bytes([b[10 + hl], b[11 + hl], b[12 + hl], b[13 + hl]]), 1.0);
+        assert_eq!(
+            f32::from_le_bytes([b[10 + hl], b[11 + hl], b[12 + hl], b[13 + hl]]),
+            1.0
+        );
     }
 }

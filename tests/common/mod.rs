@@ -29,13 +29,22 @@ impl Counting {
 
 type T = Tensor<Counting>;
 fn up(t: Tensor<Cpu>) -> T {
-    Tensor { shape: t.shape, storage: t.storage }
+    Tensor {
+        shape: t.shape,
+        storage: t.storage,
+    }
 }
 fn dn(t: &T) -> Tensor<Cpu> {
-    Tensor { shape: t.shape.clone(), storage: t.storage.clone() }
+    Tensor {
+        shape: t.shape.clone(),
+        storage: t.storage.clone(),
+    }
 }
 fn st_dn(s: &BatchStats<Counting>) -> BatchStats<Cpu> {
-    BatchStats { mean: dn(&s.mean), var: dn(&s.var) }
+    BatchStats {
+        mean: dn(&s.mean),
+        var: dn(&s.var),
+    }
 }
 
 impl Backend for Counting {
@@ -74,25 +83,79 @@ impl Backend for Counting {
         self.conv_forward.fetch_add(1, Ordering::SeqCst);
         self.cpu.conv2d_forward(&dn(x), &dn(w), p).map(up)
     }
-    fn conv2d_backward(&self, x: &T, w: &T, dy: &T, p: Conv2dParams, need_dx: bool) -> Result<(Option<T>, T)> {
-        let (a, b) = self.cpu.conv2d_backward(&dn(x), &dn(w), &dn(dy), p, need_dx)?;
+    fn conv2d_backward(
+        &self,
+        x: &T,
+        w: &T,
+        dy: &T,
+        p: Conv2dParams,
+        need_dx: bool,
+    ) -> Result<(Option<T>, T)> {
+        let (a, b) = self
+            .cpu
+            .conv2d_backward(&dn(x), &dn(w), &dn(dy), p, need_dx)?;
         Ok((a.map(up), up(b)))
     }
-    fn batchnorm_forward_train(&self, x: &T, g: &T, b: &T, eps: f32, relu: bool) -> Result<(T, BatchStats<Self>)> {
-        let (y, s) = self.cpu.batchnorm_forward_train(&dn(x), &dn(g), &dn(b), eps, relu)?;
-        Ok((up(y), BatchStats { mean: up(s.mean), var: up(s.var) }))
+    fn batchnorm_forward_train(
+        &self,
+        x: &T,
+        g: &T,
+        b: &T,
+        eps: f32,
+        relu: bool,
+    ) -> Result<(T, BatchStats<Self>)> {
+        let (y, s) = self
+            .cpu
+            .batchnorm_forward_train(&dn(x), &dn(g), &dn(b), eps, relu)?;
+        Ok((
+            up(y),
+            BatchStats {
+                mean: up(s.mean),
+                var: up(s.var),
+            },
+        ))
     }
-    fn batchnorm_forward_eval(&self, x: &T, g: &T, b: &T, m: &T, v: &T, eps: f32, relu: bool) -> Result<T> {
-        self.cpu.batchnorm_forward_eval(&dn(x), &dn(g), &dn(b), &dn(m), &dn(v), eps, relu).map(up)
+    fn batchnorm_forward_eval(
+        &self,
+        x: &T,
+        g: &T,
+        b: &T,
+        m: &T,
+        v: &T,
+        eps: f32,
+        relu: bool,
+    ) -> Result<T> {
+        self.cpu
+            .batchnorm_forward_eval(&dn(x), &dn(g), &dn(b), &dn(m), &dn(v), eps, relu)
+            .map(up)
     }
-    fn batchnorm_backward(&self, x: &T, g: &T, s: &BatchStats<Self>, y: &T, dy: &T, eps: f32, relu: bool) -> Result<(T, T, T)> {
-        let (a, b, c) = self.cpu.batchnorm_backward(&dn(x), &dn(g), &st_dn(s), &dn(y), &dn(dy), eps, relu)?;
+    fn batchnorm_backward(
+        &self,
+        x: &T,
+        g: &T,
+        s: &BatchStats<Self>,
+        y: &T,
+        dy: &T,
+        eps: f32,
+        relu: bool,
+    ) -> Result<(T, T, T)> {
+        let (a, b, c) =
+            self.cpu
+                .batchnorm_backward(&dn(x), &dn(g), &st_dn(s), &dn(y), &dn(dy), eps, relu)?;
         Ok((up(a), up(b), up(c)))
     }
-    fn batchnorm_update_running(&self, rm: &mut T, rv: &mut T, s: &BatchStats<Self>, m: f32, n: usize) -> Result<()> {
+    fn batchnorm_update_running(
+        &self,
+        rm: &mut T,
+        rv: &mut T,
+        s: &BatchStats<Self>,
+        m: f32,
+        n: usize,
+    ) -> Result<()> {
         self.bn_updates.fetch_add(1, Ordering::SeqCst);
         let (mut a, mut b) = (dn(rm), dn(rv));
-        self.cpu.batchnorm_update_running(&mut a, &mut b, &st_dn(s), m, n)?;
+        self.cpu
+            .batchnorm_update_running(&mut a, &mut b, &st_dn(s), m, n)?;
         *rm = up(a);
         *rv = up(b);
         Ok(())

@@ -210,7 +210,9 @@ impl Reference<'_> {
                 let h = self.stage(&prefix, "2", &h, m, 3, 1, 1, None);
                 self.stage(&prefix, "3", &h, cout, 1, 1, 0, drop)
             }
-            UnitKind::ConvBiasRelu => panic!("the reference trains; a folded network is inference only"),
+            UnitKind::ConvBiasRelu => {
+                panic!("the reference trains; a folded network is inference only")
+            }
         }
     }
 

@@ -5,10 +5,10 @@
 use super::Backend;
 use crate::error::{Error, Result};
 use crate::ops::batchnorm::{self, BatchStats};
-use crate::ops::conv2d::{self, ConvGeom, Conv2dParams};
+use crate::ops::conv2d::{self, Conv2dParams, ConvGeom};
 use crate::ops::pool::{self, Pool2dParams};
 use crate::ops::{dropout, elementwise, join, linear, sgd, softmax_xent};
-use crate::tensor::{same_shape, Shape, Tensor};
+use crate::tensor::{Shape, Tensor, same_shape};
 
 #[derive(Clone, Debug, Default)]
 pub struct Cpu;
@@ -20,7 +20,9 @@ impl Cpu {
     /// Sets the size of rayon's global pool (once per process; later calls are ignored).
     pub fn with_threads(threads: usize) -> Self {
         if threads > 0 {
-            let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build_global();
         }
         Cpu
     }
@@ -43,7 +45,10 @@ impl Backend for Cpu {
 
     fn from_host(&self, shape: Shape, data: &[f32]) -> Result<Tensor<Self>> {
         if shape.numel() != data.len() {
-            return Err(Error::shape("from_host", format!("shape {shape} but {} values", data.len())));
+            return Err(Error::shape(
+                "from_host",
+                format!("shape {shape} but {} values", data.len()),
+            ));
         }
         Ok(self.t(shape, data.to_vec()))
     }
@@ -64,7 +69,10 @@ impl Backend for Cpu {
 
     fn mul(&self, a: &Tensor<Self>, b: &Tensor<Self>) -> Result<Tensor<Self>> {
         same_shape("mul", &a.shape, &b.shape)?;
-        Ok(self.t(a.shape.clone(), elementwise::cpu::mul(&a.storage, &b.storage)))
+        Ok(self.t(
+            a.shape.clone(),
+            elementwise::cpu::mul(&a.storage, &b.storage),
+        ))
     }
 
     fn relu_forward(&self, x: &Tensor<Self>) -> Result<Tensor<Self>> {
@@ -73,12 +81,23 @@ impl Backend for Cpu {
 
     fn relu_backward(&self, y: &Tensor<Self>, dy: &Tensor<Self>) -> Result<Tensor<Self>> {
         same_shape("relu_backward", &y.shape, &dy.shape)?;
-        Ok(self.t(y.shape.clone(), elementwise::cpu::relu_backward(&y.storage, &dy.storage)))
+        Ok(self.t(
+            y.shape.clone(),
+            elementwise::cpu::relu_backward(&y.storage, &dy.storage),
+        ))
     }
 
-    fn conv2d_forward(&self, x: &Tensor<Self>, w: &Tensor<Self>, p: Conv2dParams) -> Result<Tensor<Self>> {
+    fn conv2d_forward(
+        &self,
+        x: &Tensor<Self>,
+        w: &Tensor<Self>,
+        p: Conv2dParams,
+    ) -> Result<Tensor<Self>> {
         let g = ConvGeom::new(&x.shape, &w.shape, p)?;
-        Ok(self.t(g.out_shape(), conv2d::cpu::forward(&g, &x.storage, &w.storage)))
+        Ok(self.t(
+            g.out_shape(),
+            conv2d::cpu::forward(&g, &x.storage, &w.storage),
+        ))
     }
 
     fn conv2d_backward(
@@ -92,7 +111,10 @@ impl Backend for Cpu {
         let g = ConvGeom::new(&x.shape, &w.shape, p)?;
         same_shape("conv2d_backward", &g.out_shape(), &dy.shape)?;
         let (dx, dw) = conv2d::cpu::backward(&g, &x.storage, &w.storage, &dy.storage, need_dx);
-        Ok((dx.map(|v| self.t(x.shape.clone(), v)), self.t(w.shape.clone(), dw)))
+        Ok((
+            dx.map(|v| self.t(x.shape.clone(), v)),
+            self.t(w.shape.clone(), dw),
+        ))
     }
 
     fn batchnorm_forward_train(
@@ -105,11 +127,23 @@ impl Backend for Cpu {
     ) -> Result<(Tensor<Self>, BatchStats<Self>)> {
         let dims = batchnorm::check(&x.shape, &[&gamma.shape, &beta.shape])?;
         let (mean, var) = batchnorm::cpu::stats(&x.storage, dims);
-        let y = batchnorm::cpu::apply(&x.storage, dims, &gamma.storage, &beta.storage, &mean, &var, eps, relu);
+        let y = batchnorm::cpu::apply(
+            &x.storage,
+            dims,
+            &gamma.storage,
+            &beta.storage,
+            &mean,
+            &var,
+            eps,
+            relu,
+        );
         let c = Shape::new([dims[1]]);
         Ok((
             self.t(x.shape.clone(), y),
-            BatchStats { mean: self.t(c.clone(), mean), var: self.t(c, var) },
+            BatchStats {
+                mean: self.t(c.clone(), mean),
+                var: self.t(c, var),
+            },
         ))
     }
 
@@ -123,8 +157,20 @@ impl Backend for Cpu {
         eps: f32,
         relu: bool,
     ) -> Result<Tensor<Self>> {
-        let dims = batchnorm::check(&x.shape, &[&gamma.shape, &beta.shape, &mean.shape, &var.shape])?;
-        let y = batchnorm::cpu::apply(&x.storage, dims, &gamma.storage, &beta.storage, &mean.storage, &var.storage, eps, relu);
+        let dims = batchnorm::check(
+            &x.shape,
+            &[&gamma.shape, &beta.shape, &mean.shape, &var.shape],
+        )?;
+        let y = batchnorm::cpu::apply(
+            &x.storage,
+            dims,
+            &gamma.storage,
+            &beta.storage,
+            &mean.storage,
+            &var.storage,
+            eps,
+            relu,
+        );
         Ok(self.t(x.shape.clone(), y))
     }
 
@@ -138,14 +184,29 @@ impl Backend for Cpu {
         eps: f32,
         relu: bool,
     ) -> Result<(Tensor<Self>, Tensor<Self>, Tensor<Self>)> {
-        let dims = batchnorm::check(&x.shape, &[&gamma.shape, &stats.mean.shape, &stats.var.shape])?;
+        let dims = batchnorm::check(
+            &x.shape,
+            &[&gamma.shape, &stats.mean.shape, &stats.var.shape],
+        )?;
         same_shape("batchnorm_backward", &x.shape, &dy.shape)?;
         same_shape("batchnorm_backward", &x.shape, &y.shape)?;
         let (dx, dg, db) = batchnorm::cpu::backward(
-            &x.storage, dims, &gamma.storage, &stats.mean.storage, &stats.var.storage, &y.storage, &dy.storage, eps, relu,
+            &x.storage,
+            dims,
+            &gamma.storage,
+            &stats.mean.storage,
+            &stats.var.storage,
+            &y.storage,
+            &dy.storage,
+            eps,
+            relu,
         );
         let c = Shape::new([dims[1]]);
-        Ok((self.t(x.shape.clone(), dx), self.t(c.clone(), dg), self.t(c, db)))
+        Ok((
+            self.t(x.shape.clone(), dx),
+            self.t(c.clone(), dg),
+            self.t(c, db),
+        ))
     }
 
     fn batchnorm_update_running(
@@ -156,8 +217,16 @@ impl Backend for Cpu {
         momentum: f32,
         n: usize,
     ) -> Result<()> {
-        same_shape("batchnorm_update_running", &running_mean.shape, &stats.mean.shape)?;
-        same_shape("batchnorm_update_running", &running_var.shape, &stats.var.shape)?;
+        same_shape(
+            "batchnorm_update_running",
+            &running_mean.shape,
+            &stats.mean.shape,
+        )?;
+        same_shape(
+            "batchnorm_update_running",
+            &running_var.shape,
+            &stats.var.shape,
+        )?;
         batchnorm::cpu::update_running(
             &mut running_mean.storage,
             &mut running_var.storage,
@@ -169,7 +238,12 @@ impl Backend for Cpu {
         Ok(())
     }
 
-    fn dropout_forward(&self, x: &Tensor<Self>, rate: f32, seed: u64) -> Result<(Tensor<Self>, Tensor<Self>)> {
+    fn dropout_forward(
+        &self,
+        x: &Tensor<Self>,
+        rate: f32,
+        seed: u64,
+    ) -> Result<(Tensor<Self>, Tensor<Self>)> {
         dropout::check_rate(rate)?;
         let mask = dropout::cpu::mask(x.numel(), rate, seed);
         let y = elementwise::cpu::mul(&x.storage, &mask);
@@ -179,27 +253,48 @@ impl Backend for Cpu {
     fn maxpool2d_forward(&self, x: &Tensor<Self>, p: Pool2dParams) -> Result<Tensor<Self>> {
         let out = p.out_shape(&x.shape)?;
         let d = x.shape.nchw("maxpool2d")?;
-        Ok(self.t(out.clone(), pool::cpu::max_forward(&x.storage, d, [out.dim(2), out.dim(3)], p)))
+        Ok(self.t(
+            out.clone(),
+            pool::cpu::max_forward(&x.storage, d, [out.dim(2), out.dim(3)], p),
+        ))
     }
 
-    fn maxpool2d_backward(&self, x: &Tensor<Self>, dy: &Tensor<Self>, p: Pool2dParams) -> Result<Tensor<Self>> {
+    fn maxpool2d_backward(
+        &self,
+        x: &Tensor<Self>,
+        dy: &Tensor<Self>,
+        p: Pool2dParams,
+    ) -> Result<Tensor<Self>> {
         let out = p.out_shape(&x.shape)?;
         same_shape("maxpool2d_backward", &out, &dy.shape)?;
         let d = x.shape.nchw("maxpool2d")?;
-        Ok(self.t(x.shape.clone(), pool::cpu::max_backward(&x.storage, &dy.storage, d, [out.dim(2), out.dim(3)], p)))
+        Ok(self.t(
+            x.shape.clone(),
+            pool::cpu::max_backward(&x.storage, &dy.storage, d, [out.dim(2), out.dim(3)], p),
+        ))
     }
 
     fn global_avgpool_forward(&self, x: &Tensor<Self>) -> Result<Tensor<Self>> {
         let [n, c, h, w] = x.shape.nchw("global_avgpool")?;
         if h * w == 0 {
-            return Err(Error::shape("global_avgpool", format!("empty input {}", x.shape)));
+            return Err(Error::shape(
+                "global_avgpool",
+                format!("empty input {}", x.shape),
+            ));
         }
-        Ok(self.t(Shape::new([n, c, 1, 1]), pool::cpu::avg_forward(&x.storage, h * w)))
+        Ok(self.t(
+            Shape::new([n, c, 1, 1]),
+            pool::cpu::avg_forward(&x.storage, h * w),
+        ))
     }
 
     fn global_avgpool_backward(&self, dy: &Tensor<Self>, input: &Shape) -> Result<Tensor<Self>> {
         let [n, c, h, w] = input.nchw("global_avgpool")?;
-        same_shape("global_avgpool_backward", &Shape::new([n, c, 1, 1]), &dy.shape)?;
+        same_shape(
+            "global_avgpool_backward",
+            &Shape::new([n, c, 1, 1]),
+            &dy.shape,
+        )?;
         Ok(self.t(input.clone(), pool::cpu::avg_backward(&dy.storage, h * w)))
     }
 
@@ -210,9 +305,17 @@ impl Backend for Cpu {
         Ok(self.t(inputs[0].shape.clone(), join::cpu::mean(&data)))
     }
 
-    fn linear_forward(&self, x: &Tensor<Self>, w: &Tensor<Self>, b: &Tensor<Self>) -> Result<Tensor<Self>> {
+    fn linear_forward(
+        &self,
+        x: &Tensor<Self>,
+        w: &Tensor<Self>,
+        b: &Tensor<Self>,
+    ) -> Result<Tensor<Self>> {
         let d = linear::check(&x.shape, &w.shape, &b.shape)?;
-        Ok(self.t(Shape::new([d[0], d[2]]), linear::cpu::forward(&x.storage, &w.storage, &b.storage, d)))
+        Ok(self.t(
+            Shape::new([d[0], d[2]]),
+            linear::cpu::forward(&x.storage, &w.storage, &b.storage, d),
+        ))
     }
 
     fn linear_backward(
@@ -226,19 +329,33 @@ impl Backend for Cpu {
         let d = linear::check(&x.shape, &w.shape, &Shape::new([k]))?;
         same_shape("linear_backward", &Shape::new([n, k]), &dy.shape)?;
         let (dx, dw, db) = linear::cpu::backward(&x.storage, &w.storage, &dy.storage, d);
-        Ok((self.t(x.shape.clone(), dx), self.t(w.shape.clone(), dw), self.t(Shape::new([k]), db)))
+        Ok((
+            self.t(x.shape.clone(), dx),
+            self.t(w.shape.clone(), dw),
+            self.t(Shape::new([k]), db),
+        ))
     }
 
-    fn softmax_xent(&self, logits: &Tensor<Self>, labels: &Tensor<Self>) -> Result<(Tensor<Self>, Tensor<Self>)> {
+    fn softmax_xent(
+        &self,
+        logits: &Tensor<Self>,
+        labels: &Tensor<Self>,
+    ) -> Result<(Tensor<Self>, Tensor<Self>)> {
         let d = softmax_xent::check(&logits.shape, &labels.shape)?;
         softmax_xent::check_labels(&labels.storage, d[1])?;
         let (loss, dz) = softmax_xent::cpu::forward_backward(&logits.storage, &labels.storage, d);
-        Ok((self.t(Shape::new([1]), vec![loss]), self.t(logits.shape.clone(), dz)))
+        Ok((
+            self.t(Shape::new([1]), vec![loss]),
+            self.t(logits.shape.clone(), dz),
+        ))
     }
 
     fn argmax(&self, logits: &Tensor<Self>) -> Result<Tensor<Self>> {
         let d = logits.shape.matrix("argmax")?;
-        Ok(self.t(Shape::new([d[0]]), softmax_xent::cpu::argmax(&logits.storage, d)))
+        Ok(self.t(
+            Shape::new([d[0]]),
+            softmax_xent::cpu::argmax(&logits.storage, d),
+        ))
     }
 
     fn sgd_update(
@@ -252,7 +369,14 @@ impl Backend for Cpu {
     ) -> Result<()> {
         same_shape("sgd_update", &w.shape, &g.shape)?;
         same_shape("sgd_update", &w.shape, &v.shape)?;
-        sgd::cpu::update(&mut w.storage, &g.storage, &mut v.storage, lr, momentum, weight_decay);
+        sgd::cpu::update(
+            &mut w.storage,
+            &g.storage,
+            &mut v.storage,
+            lr,
+            momentum,
+            weight_decay,
+        );
         Ok(())
     }
 }

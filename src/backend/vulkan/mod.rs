@@ -453,14 +453,26 @@ impl Backend for Vulkan {
         // staging buffers first (allocation may need the device), then record every copy
         let staged: Vec<Option<Arc<Buffer>>> = ts
             .iter()
-            .map(|t| if t.numel() == 0 { Ok(None) } else { self.alloc(Place::Download, t.numel()).map(Some) })
+            .map(|t| {
+                if t.numel() == 0 {
+                    Ok(None)
+                } else {
+                    self.alloc(Place::Download, t.numel()).map(Some)
+                }
+            })
             .collect::<Result<_>>()?;
         let ctx = &self.shared.ctx;
         {
             let mut work = lock(&self.shared.work);
             for (t, staging) in ts.iter().zip(&staged) {
                 if let Some(staging) = staging {
-                    work.stream.download(&ctx.device, ctx.queue, buf(t), staging, (t.numel() * 4) as u64)?;
+                    work.stream.download(
+                        &ctx.device,
+                        ctx.queue,
+                        buf(t),
+                        staging,
+                        (t.numel() * 4) as u64,
+                    )?;
                 }
             }
             // one wait for every download
@@ -471,8 +483,13 @@ impl Backend for Vulkan {
             .map(|s| match s {
                 None => Ok(Vec::new()),
                 Some(staging) => {
-                    let bytes = staging.mapped().ok_or_else(|| err("download buffer is not host-visible"))?;
-                    Ok(bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
+                    let bytes = staging
+                        .mapped()
+                        .ok_or_else(|| err("download buffer is not host-visible"))?;
+                    Ok(bytes
+                        .chunks_exact(4)
+                        .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect())
                 }
             })
             .collect()
@@ -766,7 +783,16 @@ impl Backend for Vulkan {
     fn maxpool2d_forward(&self, x: &Tensor<Self>, p: Pool2dParams) -> Result<Tensor<Self>> {
         let out = p.out_shape(&x.shape)?;
         let [n, c, h, w] = x.shape.nchw("maxpool2d")?;
-        let push = words(&[n * c, h, w, out.dim(2), out.dim(3), p.kernel, p.stride, p.pad])?;
+        let push = words(&[
+            n * c,
+            h,
+            w,
+            out.dim(2),
+            out.dim(3),
+            p.kernel,
+            p.stride,
+            p.pad,
+        ])?;
         let y = self.empty(out)?;
         self.run(
             Kernel::MaxpoolForward,
@@ -786,7 +812,16 @@ impl Backend for Vulkan {
         let out = p.out_shape(&x.shape)?;
         same_shape("maxpool2d_backward", &out, &dy.shape)?;
         let [n, c, h, w] = x.shape.nchw("maxpool2d")?;
-        let push = words(&[n * c, h, w, out.dim(2), out.dim(3), p.kernel, p.stride, p.pad])?;
+        let push = words(&[
+            n * c,
+            h,
+            w,
+            out.dim(2),
+            out.dim(3),
+            p.kernel,
+            p.stride,
+            p.pad,
+        ])?;
         let dx = self.empty(x.shape.clone())?;
         self.run(
             Kernel::MaxpoolBackward,

@@ -73,20 +73,23 @@ pub fn apply(
         })
         .unzip();
     let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(p, (yp, xp))| {
-        let ch = p % c;
-        let (s, t) = (f32x8::splat(scale[ch]), f32x8::splat(shift[ch]));
-        let z = f32x8::ZERO;
-        let n8 = hw / 8 * 8;
-        for (yc, xc) in yp[..n8].chunks_exact_mut(8).zip(xp[..n8].chunks_exact(8)) {
-            let v = ld(xc).mul_add(s, t);
-            yc.copy_from_slice(&(if relu { v.max(z) } else { v }).to_array());
-        }
-        for i in n8..hw {
-            let v = xp[i].mul_add(scale[ch], shift[ch]);
-            yp[i] = if relu { v.max(0.0) } else { v };
-        }
-    });
+    y.par_chunks_mut(hw)
+        .zip(x.par_chunks(hw))
+        .enumerate()
+        .for_each(|(p, (yp, xp))| {
+            let ch = p % c;
+            let (s, t) = (f32x8::splat(scale[ch]), f32x8::splat(shift[ch]));
+            let z = f32x8::ZERO;
+            let n8 = hw / 8 * 8;
+            for (yc, xc) in yp[..n8].chunks_exact_mut(8).zip(xp[..n8].chunks_exact(8)) {
+                let v = ld(xc).mul_add(s, t);
+                yc.copy_from_slice(&(if relu { v.max(z) } else { v }).to_array());
+            }
+            for i in n8..hw {
+                let v = xp[i].mul_add(scale[ch], shift[ch]);
+                yp[i] = if relu { v.max(0.0) } else { v };
+            }
+        });
     y
 }
 
@@ -108,7 +111,13 @@ pub fn backward(
     let m = (n * hw) as f64;
     let z = f32x8::ZERO;
     let n8 = hw / 8 * 8;
-    let masked = |yv: f32x8, dv: f32x8| if relu { yv.simd_gt(z).bitselect(dv, z) } else { dv };
+    let masked = |yv: f32x8, dv: f32x8| {
+        if relu {
+            yv.simd_gt(z).bitselect(dv, z)
+        } else {
+            dv
+        }
+    };
     let masked_s = |yv: f32, dv: f32| if relu && yv <= 0.0 { 0.0 } else { dv };
     // per channel: sum g and sum g (x - mean); dgamma = inv * the latter
     let sums: Vec<(f64, f64)> = (0..c)
@@ -148,7 +157,13 @@ pub fn backward(
         let mgx = (sums[ch].1 / m) as f32;
         let r = p * hw..(p + 1) * hw;
         let (xp, yp, dp) = (&x[r.clone()], &y[r.clone()], &dy[r]);
-        let (kv, mbv, mgv, mv, iv) = (f32x8::splat(k), f32x8::splat(mb), f32x8::splat(mgx), f32x8::splat(mean[ch]), f32x8::splat(inv));
+        let (kv, mbv, mgv, mv, iv) = (
+            f32x8::splat(k),
+            f32x8::splat(mb),
+            f32x8::splat(mgx),
+            f32x8::splat(mean[ch]),
+            f32x8::splat(inv),
+        );
         for j in (0..n8).step_by(8) {
             let g = masked(ld(&yp[j..j + 8]), ld(&dp[j..j + 8]));
             let xhat = (ld(&xp[j..j + 8]) - mv) * iv;
@@ -162,8 +177,19 @@ pub fn backward(
     (dx, dgamma, dbeta)
 }
 
-pub fn update_running(rm: &mut [f32], rv: &mut [f32], mean: &[f32], var: &[f32], momentum: f32, n: usize) {
-    let unbias = if n > 1 { n as f32 / (n - 1) as f32 } else { 1.0 };
+pub fn update_running(
+    rm: &mut [f32],
+    rv: &mut [f32],
+    mean: &[f32],
+    var: &[f32],
+    momentum: f32,
+    n: usize,
+) {
+    let unbias = if n > 1 {
+        n as f32 / (n - 1) as f32
+    } else {
+        1.0
+    };
     for ch in 0..rm.len() {
         rm[ch] = (1.0 - momentum) * rm[ch] + momentum * mean[ch];
         rv[ch] = (1.0 - momentum) * rv[ch] + momentum * var[ch] * unbias;

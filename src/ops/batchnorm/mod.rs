@@ -28,7 +28,10 @@ impl<B: Backend> std::fmt::Debug for BatchStats<B> {
 
 impl<B: Backend> Clone for BatchStats<B> {
     fn clone(&self) -> Self {
-        BatchStats { mean: self.mean.clone(), var: self.var.clone() }
+        BatchStats {
+            mean: self.mean.clone(),
+            var: self.var.clone(),
+        }
     }
 }
 

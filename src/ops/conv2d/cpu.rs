@@ -6,7 +6,7 @@
 //! in order, so no result depends on the thread count.
 
 use super::ConvGeom;
-use crate::ops::gemm::{sgemm, MatRef};
+use crate::ops::gemm::{MatRef, sgemm};
 use rayon::prelude::*;
 
 /// GEMM columns (images x output pixels) a group aims for.
@@ -20,9 +20,14 @@ pub fn groups(n: usize, hw_o: usize) -> Vec<std::ops::Range<usize>> {
     if n == 0 {
         return Vec::new();
     }
-    let want = (n * hw_o).div_ceil(GROUP_COLS).max(1).next_multiple_of(GROUP_QUANTUM);
+    let want = (n * hw_o)
+        .div_ceil(GROUP_COLS)
+        .max(1)
+        .next_multiple_of(GROUP_QUANTUM);
     let count = want.min(n);
-    (0..count).map(|i| i * n / count..(i + 1) * n / count).collect()
+    (0..count)
+        .map(|i| i * n / count..(i + 1) * n / count)
+        .collect()
 }
 
 /// col[(ci*kh + ky)*kw + kx, oy*wo + ox] = x[ci, oy*s + ky - pad, ox*s + kx - pad] (or 0),
@@ -60,7 +65,11 @@ pub fn im2col(g: &ConvGeom, x: &[f32], col: &mut [f32], ld: usize) {
                     } else {
                         for (ox, d) in drow.iter_mut().enumerate() {
                             let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                            *d = if ix >= 0 && ix < g.w as isize { srow[ix as usize] } else { 0.0 };
+                            *d = if ix >= 0 && ix < g.w as isize {
+                                srow[ix as usize]
+                            } else {
+                                0.0
+                            };
                         }
                     }
                 }
@@ -127,7 +136,12 @@ fn is_same_stride1(g: &ConvGeom) -> bool {
 #[inline]
 fn tap(g: &ConvGeom, ky: usize, kx: usize) -> (isize, isize, usize, usize, usize, usize) {
     let (dy, dx) = (ky as isize - g.pad as isize, kx as isize - g.pad as isize);
-    let clip = |d: isize, n: usize| ((-d).clamp(0, n as isize) as usize, (n as isize - d).clamp(0, n as isize) as usize);
+    let clip = |d: isize, n: usize| {
+        (
+            (-d).clamp(0, n as isize) as usize,
+            (n as isize - d).clamp(0, n as isize) as usize,
+        )
+    };
     let (r0, r1) = clip(dy, g.h);
     let (c0, c1) = clip(dx, g.w);
     (dy, dx, r0, r1, c0, c1)
@@ -198,7 +212,11 @@ fn col2im_same(g: &ConvGeom, col: &mut [f32], ld: usize, dxs: &mut [f32]) {
 }
 
 /// Cuts `v` into the per-group slices (`per` values per image).
-fn split_groups<'a>(mut v: &'a mut [f32], groups: &[std::ops::Range<usize>], per: usize) -> Vec<&'a mut [f32]> {
+fn split_groups<'a>(
+    mut v: &'a mut [f32],
+    groups: &[std::ops::Range<usize>],
+    per: usize,
+) -> Vec<&'a mut [f32]> {
     let mut out = Vec::with_capacity(groups.len());
     for r in groups {
         let (a, b) = std::mem::take(&mut v).split_at_mut(r.len() * per);
@@ -233,7 +251,12 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 }
 
 /// The column matrix of images `r` of `x`, side by side: [k, r.len() * hw_o].
-fn group_col<'a>(g: &ConvGeom, x: &[f32], r: &std::ops::Range<usize>, buf: &'a mut Vec<f32>) -> &'a [f32] {
+fn group_col<'a>(
+    g: &ConvGeom,
+    x: &[f32],
+    r: &std::ops::Range<usize>,
+    buf: &'a mut Vec<f32>,
+) -> &'a [f32] {
     let (in_sz, hw_o) = (g.cin * g.h * g.w, g.ho * g.wo);
     let ld = r.len() * hw_o;
     let col = scratch(buf, g.k() * ld);
@@ -248,24 +271,27 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     let groups = groups(g.n, hw_o);
     let mut y = vec![0.0f32; g.n * out_sz];
     let wm = MatRef::rm(w, g.cout, k);
-    split_groups(&mut y, &groups, out_sz).into_par_iter().zip(groups.par_iter()).for_each(|(yg, r)| {
-        with_scratch(|[colbuf, ybuf, _]| {
-            let ld = r.len() * hw_o;
-            let col = group_col(g, x, r, colbuf);
-            if r.len() == 1 {
-                sgemm(1.0, wm, MatRef::rm(col, k, ld), 0.0, yg);
-            } else {
-                // [cout, images x pixels] -> images of [cout, pixels]
-                let yt = scratch(ybuf, g.cout * ld);
-                sgemm(1.0, wm, MatRef::rm(col, k, ld), 0.0, yt);
-                for (i, yn) in yg.chunks_exact_mut(out_sz).enumerate() {
-                    for (co, dst) in yn.chunks_exact_mut(hw_o).enumerate() {
-                        dst.copy_from_slice(&yt[co * ld + i * hw_o..co * ld + (i + 1) * hw_o]);
+    split_groups(&mut y, &groups, out_sz)
+        .into_par_iter()
+        .zip(groups.par_iter())
+        .for_each(|(yg, r)| {
+            with_scratch(|[colbuf, ybuf, _]| {
+                let ld = r.len() * hw_o;
+                let col = group_col(g, x, r, colbuf);
+                if r.len() == 1 {
+                    sgemm(1.0, wm, MatRef::rm(col, k, ld), 0.0, yg);
+                } else {
+                    // [cout, images x pixels] -> images of [cout, pixels]
+                    let yt = scratch(ybuf, g.cout * ld);
+                    sgemm(1.0, wm, MatRef::rm(col, k, ld), 0.0, yt);
+                    for (i, yn) in yg.chunks_exact_mut(out_sz).enumerate() {
+                        for (co, dst) in yn.chunks_exact_mut(hw_o).enumerate() {
+                            dst.copy_from_slice(&yt[co * ld + i * hw_o..co * ld + (i + 1) * hw_o]);
+                        }
                     }
                 }
-            }
-        })
-    });
+            })
+        });
     y
 }
 
@@ -280,12 +306,22 @@ pub fn backward(
     let (in_sz, out_sz, k, hw_o) = (g.cin * g.h * g.w, g.cout * g.ho * g.wo, g.k(), g.ho * g.wo);
     let wsz = g.cout * k;
     let groups = groups(g.n, hw_o);
-    let mut dx = if need_dx { vec![0.0f32; g.n * in_sz] } else { Vec::new() };
+    let mut dx = if need_dx {
+        vec![0.0f32; g.n * in_sz]
+    } else {
+        Vec::new()
+    };
     let wt = MatRef::rm_t(w, g.cout, k); // [k, cout]
 
     // Each group of images: its dw partial, and (when asked) its images' dx.
-    let mut dx_groups: Vec<Option<&mut [f32]>> =
-        if need_dx { split_groups(&mut dx, &groups, in_sz).into_iter().map(Some).collect() } else { Vec::new() };
+    let mut dx_groups: Vec<Option<&mut [f32]>> = if need_dx {
+        split_groups(&mut dx, &groups, in_sz)
+            .into_iter()
+            .map(Some)
+            .collect()
+    } else {
+        Vec::new()
+    };
     dx_groups.resize_with(groups.len(), || None);
     let partials: Vec<Vec<f32>> = dx_groups
         .into_par_iter()

@@ -46,7 +46,10 @@ impl ConvGeom {
             ));
         }
         if p.stride == 0 || kh == 0 || kw == 0 {
-            return Err(Error::shape("conv2d", format!("kernel {w} with stride {}", p.stride)));
+            return Err(Error::shape(
+                "conv2d",
+                format!("kernel {w} with stride {}", p.stride),
+            ));
         }
         if h + 2 * p.pad < kh || wd + 2 * p.pad < kw {
             return Err(Error::shape(

@@ -21,7 +21,8 @@ fn naive(x: &[f32], xs: [usize; 4], w: &[f32], ws: [usize; 4], p: Conv2dParams) 
                                 let iy = (oy * p.stride + ky) as isize - p.pad as isize;
                                 let ix = (ox * p.stride + kx) as isize - p.pad as isize;
                                 if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
-                                    s += x[((b * cin + c) * h + iy as usize) * wd + ix as usize] as f64
+                                    s += x[((b * cin + c) * h + iy as usize) * wd + ix as usize]
+                                        as f64
                                         * w[((o * cin + c) * kh + ky) * kw + kx] as f64;
                                 }
                             }
@@ -40,9 +41,16 @@ fn hand_worked_3x3_same_padding() {
     let cpu = Cpu::new();
     // 1x1x3x3 input 1..9, all-ones 3x3 kernel, pad 1: each output is the sum of its
     // in-bounds neighbourhood.
-    let x = cpu.from_host(Shape::new([1, 1, 3, 3]), &[1., 2., 3., 4., 5., 6., 7., 8., 9.]).unwrap();
+    let x = cpu
+        .from_host(
+            Shape::new([1, 1, 3, 3]),
+            &[1., 2., 3., 4., 5., 6., 7., 8., 9.],
+        )
+        .unwrap();
     let w = cpu.from_host(Shape::new([1, 1, 3, 3]), &[1.0; 9]).unwrap();
-    let y = cpu.to_host(&cpu.conv2d_forward(&x, &w, Conv2dParams::SAME3X3).unwrap()).unwrap();
+    let y = cpu
+        .to_host(&cpu.conv2d_forward(&x, &w, Conv2dParams::SAME3X3).unwrap())
+        .unwrap();
     assert_eq!(y, [12., 21., 16., 27., 45., 33., 24., 39., 28.]);
 }
 
@@ -50,20 +58,45 @@ fn hand_worked_3x3_same_padding() {
 fn matches_direct_convolution_on_many_geometries() {
     let cpu = Cpu::new();
     let cases = [
-        ([2, 3, 8, 8], [4, 3, 3, 3], Conv2dParams { stride: 1, pad: 1 }),
-        ([1, 2, 7, 5], [3, 2, 3, 3], Conv2dParams { stride: 2, pad: 1 }),
-        ([3, 4, 6, 6], [5, 4, 1, 1], Conv2dParams { stride: 1, pad: 0 }),
-        ([2, 3, 11, 9], [2, 3, 7, 7], Conv2dParams { stride: 2, pad: 3 }),
-        ([5, 1, 4, 4], [2, 1, 2, 2], Conv2dParams { stride: 2, pad: 0 }),
+        (
+            [2, 3, 8, 8],
+            [4, 3, 3, 3],
+            Conv2dParams { stride: 1, pad: 1 },
+        ),
+        (
+            [1, 2, 7, 5],
+            [3, 2, 3, 3],
+            Conv2dParams { stride: 2, pad: 1 },
+        ),
+        (
+            [3, 4, 6, 6],
+            [5, 4, 1, 1],
+            Conv2dParams { stride: 1, pad: 0 },
+        ),
+        (
+            [2, 3, 11, 9],
+            [2, 3, 7, 7],
+            Conv2dParams { stride: 2, pad: 3 },
+        ),
+        (
+            [5, 1, 4, 4],
+            [2, 1, 2, 2],
+            Conv2dParams { stride: 2, pad: 0 },
+        ),
     ];
     for (i, (xs, ws, p)) in cases.into_iter().enumerate() {
         let x = random_tensor(&cpu, xs, 10 + i as u64);
         let w = random_tensor(&cpu, ws, 20 + i as u64);
-        let got = cpu.to_host(&cpu.conv2d_forward(&x, &w, p).unwrap()).unwrap();
+        let got = cpu
+            .to_host(&cpu.conv2d_forward(&x, &w, p).unwrap())
+            .unwrap();
         let want = naive(&x.storage, xs, &w.storage, ws, p);
         assert_eq!(got.len(), want.len());
         for (a, b) in got.iter().zip(&want) {
-            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "case {i}: {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "case {i}: {a} vs {b}"
+            );
         }
     }
 }
@@ -72,18 +105,39 @@ fn matches_direct_convolution_on_many_geometries() {
 fn backward_matches_finite_differences() {
     let cpu = Cpu::new();
     let cases = [
-        ([2, 3, 6, 6], [4, 3, 3, 3], Conv2dParams { stride: 1, pad: 1 }),
-        ([1, 2, 7, 5], [3, 2, 3, 3], Conv2dParams { stride: 2, pad: 1 }),
-        ([3, 4, 5, 5], [2, 4, 1, 1], Conv2dParams { stride: 1, pad: 0 }),
-        ([6, 2, 9, 9], [2, 2, 7, 7], Conv2dParams { stride: 2, pad: 3 }),
+        (
+            [2, 3, 6, 6],
+            [4, 3, 3, 3],
+            Conv2dParams { stride: 1, pad: 1 },
+        ),
+        (
+            [1, 2, 7, 5],
+            [3, 2, 3, 3],
+            Conv2dParams { stride: 2, pad: 1 },
+        ),
+        (
+            [3, 4, 5, 5],
+            [2, 4, 1, 1],
+            Conv2dParams { stride: 1, pad: 0 },
+        ),
+        (
+            [6, 2, 9, 9],
+            [2, 2, 7, 7],
+            Conv2dParams { stride: 2, pad: 3 },
+        ),
     ];
     for (i, (xs, ws, p)) in cases.into_iter().enumerate() {
         let x = random_tensor(&cpu, xs, 30 + i as u64);
         let w = random_tensor(&cpu, ws, 40 + i as u64);
         // d/dx
-        check_grad(&cpu, &x, 1e-2, 1e-3, |t| cpu.conv2d_forward(t, &w, p), |t, dy| {
-            Ok(cpu.conv2d_backward(t, &w, dy, p, true)?.0.expect("dx"))
-        });
+        check_grad(
+            &cpu,
+            &x,
+            1e-2,
+            1e-3,
+            |t| cpu.conv2d_forward(t, &w, p),
+            |t, dy| Ok(cpu.conv2d_backward(t, &w, dy, p, true)?.0.expect("dx")),
+        );
         // d/dw
         let y = cpu.conv2d_forward(&x, &w, p).unwrap();
         let r = random_vec(y.numel(), 0xD1CE);
@@ -103,8 +157,15 @@ fn weight_gradient_does_not_depend_on_the_thread_count() {
     let w = random_tensor(&Cpu::new(), [4, 3, 3, 3], 2);
     let dy = random_tensor(&Cpu::new(), [13, 4, 8, 8], 3);
     let run = |threads| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        pool.install(|| Cpu::new().conv2d_backward(&x, &w, &dy, Conv2dParams::SAME3X3, true).unwrap())
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            Cpu::new()
+                .conv2d_backward(&x, &w, &dy, Conv2dParams::SAME3X3, true)
+                .unwrap()
+        })
     };
     let (a, b) = (run(1), run(3));
     assert_eq!(a.1.storage, b.1.storage);
@@ -116,16 +177,34 @@ fn bad_shapes_are_errors() {
     let cpu = Cpu::new();
     let x = cpu.zeros(&Shape::new([1, 3, 4, 4])).unwrap();
     let w = cpu.zeros(&Shape::new([2, 2, 3, 3])).unwrap();
-    let e = cpu.conv2d_forward(&x, &w, Conv2dParams::SAME3X3).unwrap_err().to_string();
-    assert!(e.contains("3 channels") && e.contains("[2, 2, 3, 3]"), "{e}");
+    let e = cpu
+        .conv2d_forward(&x, &w, Conv2dParams::SAME3X3)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("3 channels") && e.contains("[2, 2, 3, 3]"),
+        "{e}"
+    );
     let big = cpu.zeros(&Shape::new([2, 3, 7, 7])).unwrap();
-    assert!(cpu.conv2d_forward(&x, &big, Conv2dParams { stride: 1, pad: 0 }).is_err());
+    assert!(
+        cpu.conv2d_forward(&x, &big, Conv2dParams { stride: 1, pad: 0 })
+            .is_err()
+    );
     let flat = cpu.zeros(&Shape::new([3, 4])).unwrap();
-    assert!(cpu.conv2d_forward(&flat, &w, Conv2dParams::SAME3X3).is_err());
+    assert!(
+        cpu.conv2d_forward(&flat, &w, Conv2dParams::SAME3X3)
+            .is_err()
+    );
     let w_ok = cpu.zeros(&Shape::new([2, 3, 3, 3])).unwrap();
     let dy_bad = cpu.zeros(&Shape::new([1, 2, 5, 4])).unwrap();
-    assert!(cpu.conv2d_backward(&x, &w_ok, &dy_bad, Conv2dParams::SAME3X3, true).is_err());
-    assert!(cpu.conv2d_forward(&x, &w_ok, Conv2dParams { stride: 0, pad: 1 }).is_err());
+    assert!(
+        cpu.conv2d_backward(&x, &w_ok, &dy_bad, Conv2dParams::SAME3X3, true)
+            .is_err()
+    );
+    assert!(
+        cpu.conv2d_forward(&x, &w_ok, Conv2dParams { stride: 0, pad: 1 })
+            .is_err()
+    );
 }
 
 /// Shapes where one GEMM covers several images (small outputs, bigger batches): forward
@@ -133,19 +212,33 @@ fn bad_shapes_are_errors() {
 #[test]
 fn grouped_images_match_the_direct_convolution() {
     let cpu = Cpu::new();
-    for (i, (xs, ws)) in [([50, 6, 2, 2], [5, 6, 3, 3]), ([13, 4, 4, 4], [3, 4, 3, 3]), ([7, 2, 8, 8], [4, 2, 3, 3])].into_iter().enumerate() {
+    for (i, (xs, ws)) in [
+        ([50, 6, 2, 2], [5, 6, 3, 3]),
+        ([13, 4, 4, 4], [3, 4, 3, 3]),
+        ([7, 2, 8, 8], [4, 2, 3, 3]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let p = Conv2dParams::SAME3X3;
         let g = super::ConvGeom::new(&Shape::new(xs), &Shape::new(ws), p).unwrap();
         let groups = super::cpu::groups(g.n, g.ho * g.wo);
         assert_eq!(groups.first().map(|r| r.start), Some(0));
         assert_eq!(groups.last().map(|r| r.end), Some(g.n));
-        assert!(groups.windows(2).all(|w| w[0].end == w[1].start && !w[0].is_empty()));
+        assert!(
+            groups
+                .windows(2)
+                .all(|w| w[0].end == w[1].start && !w[0].is_empty())
+        );
         let x = random_tensor(&cpu, xs, 50 + i as u64);
         let w = random_tensor(&cpu, ws, 60 + i as u64);
         let y = cpu.conv2d_forward(&x, &w, p).unwrap();
         let want = naive(&x.storage, xs, &w.storage, ws, p);
         for (a, b) in y.storage.iter().zip(&want) {
-            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "case {i}: {a} vs {b}");
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                "case {i}: {a} vs {b}"
+            );
         }
         // backward: the gradient of sum(r * conv(x, w)) by linearity, in f64
         let r = random_vec(y.numel(), 70 + i as u64);
@@ -164,9 +257,14 @@ fn grouped_images_match_the_direct_convolution() {
                         for c in 0..cin {
                             for ky in 0..kh {
                                 for kx in 0..kw {
-                                    let (iy, ix) = (oy as isize + ky as isize - 1, ox as isize + kx as isize - 1);
-                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
-                                        let xi = ((b * cin + c) * h + iy as usize) * wd + ix as usize;
+                                    let (iy, ix) = (
+                                        oy as isize + ky as isize - 1,
+                                        ox as isize + kx as isize - 1,
+                                    );
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd
+                                    {
+                                        let xi =
+                                            ((b * cin + c) * h + iy as usize) * wd + ix as usize;
                                         let wi = ((o * cin + c) * kh + ky) * kw + kx;
                                         dx_want[xi] += rv * w.storage[wi] as f64;
                                         dw_want[wi] += rv * x.storage[xi] as f64;
@@ -179,10 +277,16 @@ fn grouped_images_match_the_direct_convolution() {
             }
         }
         for (a, b) in dx.storage.iter().zip(&dx_want) {
-            assert!((*a as f64 - b).abs() <= 1e-4 * (1.0 + b.abs()), "case {i} dx: {a} vs {b}");
+            assert!(
+                (*a as f64 - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "case {i} dx: {a} vs {b}"
+            );
         }
         for (a, b) in dw.storage.iter().zip(&dw_want) {
-            assert!((*a as f64 - b).abs() <= 1e-4 * (1.0 + b.abs()), "case {i} dw: {a} vs {b}");
+            assert!(
+                (*a as f64 - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "case {i} dw: {a} vs {b}"
+            );
         }
     }
 }

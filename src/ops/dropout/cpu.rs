@@ -7,7 +7,11 @@ pub fn mask(n: usize, rate: f32, seed: u64) -> Vec<f32> {
     m.par_chunks_mut(4096).enumerate().for_each(|(ci, chunk)| {
         for (j, v) in chunk.iter_mut().enumerate() {
             let i = (ci * 4096 + j) as u64;
-            *v = if philox_uniform(seed, i) >= rate { keep } else { 0.0 };
+            *v = if philox_uniform(seed, i) >= rate {
+                keep
+            } else {
+                0.0
+            };
         }
     });
     m

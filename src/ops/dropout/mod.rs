@@ -10,7 +10,9 @@ use crate::error::{Error, Result};
 
 pub fn check_rate(rate: f32) -> Result<()> {
     if !(0.0..1.0).contains(&rate) {
-        return Err(Error::config(format!("dropout rate {rate} is outside [0, 1)")));
+        return Err(Error::config(format!(
+            "dropout rate {rate} is outside [0, 1)"
+        )));
     }
     Ok(())
 }

@@ -18,8 +18,14 @@ fn mask_follows_the_counter_based_stream() {
     let kept = m.storage.iter().filter(|&&v| v > 0.0).count() as f64 / m.numel() as f64;
     assert!((kept - 0.7).abs() < 0.05, "{kept}");
     // a different seed gives a different mask, the same seed the same one
-    assert_ne!(cpu.dropout_forward(&x, 0.3, 100).unwrap().1.storage, m.storage);
-    assert_eq!(cpu.dropout_forward(&x, 0.3, 99).unwrap().1.storage, m.storage);
+    assert_ne!(
+        cpu.dropout_forward(&x, 0.3, 100).unwrap().1.storage,
+        m.storage
+    );
+    assert_eq!(
+        cpu.dropout_forward(&x, 0.3, 99).unwrap().1.storage,
+        m.storage
+    );
 }
 
 #[test]

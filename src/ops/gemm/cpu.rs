@@ -11,11 +11,23 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// A row-major `rows x cols` matrix.
     pub fn rm(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        MatRef { data, rows, cols, rs: cols as isize, cs: 1 }
+        MatRef {
+            data,
+            rows,
+            cols,
+            rs: cols as isize,
+            cs: 1,
+        }
     }
     /// The transpose of a row-major `rows x cols` matrix (a `cols x rows` view).
     pub fn rm_t(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        MatRef { data, rows: cols, cols: rows, rs: 1, cs: cols as isize }
+        MatRef {
+            data,
+            rows: cols,
+            cols: rows,
+            rs: 1,
+            cs: cols as isize,
+        }
     }
     fn span_ok(&self) -> bool {
         if self.rows == 0 || self.cols == 0 {
@@ -33,7 +45,10 @@ impl<'a> MatRef<'a> {
 pub fn sgemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "sgemm inner dimensions");
-    assert!(a.span_ok() && b.span_ok() && c.len() >= m * n, "sgemm spans");
+    assert!(
+        a.span_ok() && b.span_ok() && c.len() >= m * n,
+        "sgemm spans"
+    );
     if m == 0 || n == 0 {
         return;
     }

@@ -7,4 +7,4 @@ pub mod cpu;
 #[cfg(test)]
 mod tests;
 
-pub use cpu::{sgemm, MatRef};
+pub use cpu::{MatRef, sgemm};

@@ -25,7 +25,13 @@ fn hand_worked_2x2() {
     assert_eq!(c, [20.0, 23.0, 44.0, 51.0]);
     let mut c = [0.0f32; 4];
     // a^T b: [[1,3],[2,4]] [[5,6],[7,8]] = [[26,30],[38,44]]
-    sgemm(1.0, MatRef::rm_t(&a, 2, 2), MatRef::rm(&b, 2, 2), 0.0, &mut c);
+    sgemm(
+        1.0,
+        MatRef::rm_t(&a, 2, 2),
+        MatRef::rm(&b, 2, 2),
+        0.0,
+        &mut c,
+    );
     assert_eq!(c, [26.0, 30.0, 38.0, 44.0]);
 }
 
@@ -36,13 +42,24 @@ fn matches_naive_on_odd_sizes_and_transposes() {
         let a: Vec<f32> = (0..m * k).map(|_| rng.uniform_f32() - 0.5).collect();
         let b: Vec<f32> = (0..k * n).map(|_| rng.uniform_f32() - 0.5).collect();
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            let am = if ta { MatRef::rm_t(&a, k, m) } else { MatRef::rm(&a, m, k) };
-            let bm = if tb { MatRef::rm_t(&b, n, k) } else { MatRef::rm(&b, k, n) };
+            let am = if ta {
+                MatRef::rm_t(&a, k, m)
+            } else {
+                MatRef::rm(&a, m, k)
+            };
+            let bm = if tb {
+                MatRef::rm_t(&b, n, k)
+            } else {
+                MatRef::rm(&b, k, n)
+            };
             let want = naive(&am, &bm);
             let mut c = vec![0.0f32; m * n];
             sgemm(1.0, am, bm, 0.0, &mut c);
             for (x, y) in c.iter().zip(&want) {
-                assert!((x - y).abs() <= 1e-5 * (1.0 + y.abs()), "{m}x{k}x{n} {x} vs {y}");
+                assert!(
+                    (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
+                    "{m}x{k}x{n} {x} vs {y}"
+                );
             }
         }
     }

@@ -18,7 +18,10 @@ pub fn mean(inputs: &[&[f32]]) -> Vec<f32> {
     let mut y = vec![0.0f32; inputs[0].len()];
     y.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, chunk)| {
         let base = ci * CHUNK;
-        let ins: Vec<&[f32]> = inputs.iter().map(|x| &x[base..base + chunk.len()]).collect();
+        let ins: Vec<&[f32]> = inputs
+            .iter()
+            .map(|x| &x[base..base + chunk.len()])
+            .collect();
         let n8 = chunk.len() / 8 * 8;
         let cv = f32x8::splat(count);
         for (k, out) in chunk[..n8].chunks_exact_mut(8).enumerate() {

@@ -15,7 +15,10 @@ pub fn check(shapes: &[&Shape]) -> Result<()> {
     };
     for s in &shapes[1..] {
         if s != first {
-            return Err(Error::shape("join", format!("inputs {first} and {s} differ")));
+            return Err(Error::shape(
+                "join",
+                format!("inputs {first} and {s} differ"),
+            ));
         }
     }
     Ok(())

@@ -13,7 +13,10 @@ pub fn check(x: &Shape, w: &Shape, b: &Shape) -> Result<[usize; 3]> {
     let [n, f] = x.matrix("linear")?;
     let [k, wf] = w.matrix("linear")?;
     if wf != f || b.dims() != [k] {
-        return Err(Error::shape("linear", format!("input {x}, weight {w}, bias {b}")));
+        return Err(Error::shape(
+            "linear",
+            format!("input {x}, weight {w}, bias {b}"),
+        ));
     }
     Ok([n, f, k])
 }

@@ -52,7 +52,13 @@ pub fn max_forward(x: &[f32], d: [usize; 4], o: [usize; 2], p: Pool2dParams) -> 
     }
 }
 
-pub fn max_backward(x: &[f32], dy: &[f32], d: [usize; 4], o: [usize; 2], p: Pool2dParams) -> Vec<f32> {
+pub fn max_backward(
+    x: &[f32],
+    dy: &[f32],
+    d: [usize; 4],
+    o: [usize; 2],
+    p: Pool2dParams,
+) -> Vec<f32> {
     if p == Pool2dParams::HALVE {
         max_backward_2x2(x, dy, d, o)
     } else {
@@ -74,7 +80,10 @@ fn beats4(v: f32x4, m: f32x4) -> f32x4 {
 /// Even and odd entries of 8 consecutive values: the left and right columns of 4 windows.
 #[inline(always)]
 fn deinterleave(r: &[f32; 8]) -> (f32x4, f32x4) {
-    (f32x4::from([r[0], r[2], r[4], r[6]]), f32x4::from([r[1], r[3], r[5], r[7]]))
+    (
+        f32x4::from([r[0], r[2], r[4], r[6]]),
+        f32x4::from([r[1], r[3], r[5], r[7]]),
+    )
 }
 
 /// One row of 2x2 windows: `y[ox]` = the window's first maximum. SIMD (4 windows a step,
@@ -82,7 +91,11 @@ fn deinterleave(r: &[f32; 8]) -> (f32x4, f32x4) {
 fn max_row_2x2(r0: &[f32], r1: &[f32], y: &mut [f32]) {
     let wo = y.len();
     let w4 = wo / 4 * 4;
-    for ((yc, a), b) in y[..w4].chunks_exact_mut(4).zip(r0.chunks_exact(8)).zip(r1.chunks_exact(8)) {
+    for ((yc, a), b) in y[..w4]
+        .chunks_exact_mut(4)
+        .zip(r0.chunks_exact(8))
+        .zip(r1.chunks_exact(8))
+    {
         let (a0, a1) = deinterleave(a.try_into().expect("8 values"));
         let (b0, b1) = deinterleave(b.try_into().expect("8 values"));
         let mut m = a0;
@@ -126,8 +139,12 @@ fn max_row_2x2_backward(r0: &[f32], r1: &[f32], g: &[f32], top: &mut [f32], bott
         let sa1 = ta1 & !tb0 & !tb1;
         let sa0 = !(ta1 | tb0 | tb1);
         let gv = z + f32x4::from(<[f32; 4]>::try_from(gc).expect("4 values"));
-        let (ga0, ga1, gb0, gb1) =
-            (sa0.bitselect(gv, z).to_array(), sa1.bitselect(gv, z).to_array(), sb0.bitselect(gv, z).to_array(), sb1.bitselect(gv, z).to_array());
+        let (ga0, ga1, gb0, gb1) = (
+            sa0.bitselect(gv, z).to_array(),
+            sa1.bitselect(gv, z).to_array(),
+            sb0.bitselect(gv, z).to_array(),
+            sb1.bitselect(gv, z).to_array(),
+        );
         for j in 0..4 {
             t[2 * j] = ga0[j];
             t[2 * j + 1] = ga1[j];
@@ -154,26 +171,37 @@ fn max_row_2x2_backward(r0: &[f32], r1: &[f32], g: &[f32], top: &mut [f32], bott
 fn max_forward_2x2(x: &[f32], [n, c, h, w]: [usize; 4], [ho, wo]: [usize; 2]) -> Vec<f32> {
     let mut y = vec![0.0f32; n * c * ho * wo];
     let per = planes_per_task(h * w);
-    y.par_chunks_mut(per * ho * wo).zip(x.par_chunks(per * h * w)).for_each(|(yt, xt)| {
-        for (yp, xp) in yt.chunks_exact_mut(ho * wo).zip(xt.chunks_exact(h * w)) {
-            for (oy, yr) in yp.chunks_exact_mut(wo).enumerate() {
-                let r0 = &xp[2 * oy * w..2 * oy * w + 2 * wo];
-                let r1 = &xp[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * wo];
-                max_row_2x2(r0, r1, yr);
+    y.par_chunks_mut(per * ho * wo)
+        .zip(x.par_chunks(per * h * w))
+        .for_each(|(yt, xt)| {
+            for (yp, xp) in yt.chunks_exact_mut(ho * wo).zip(xt.chunks_exact(h * w)) {
+                for (oy, yr) in yp.chunks_exact_mut(wo).enumerate() {
+                    let r0 = &xp[2 * oy * w..2 * oy * w + 2 * wo];
+                    let r1 = &xp[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * wo];
+                    max_row_2x2(r0, r1, yr);
+                }
             }
-        }
-    });
+        });
     y
 }
 
-fn max_backward_2x2(x: &[f32], dy: &[f32], [n, c, h, w]: [usize; 4], [ho, wo]: [usize; 2]) -> Vec<f32> {
+fn max_backward_2x2(
+    x: &[f32],
+    dy: &[f32],
+    [n, c, h, w]: [usize; 4],
+    [ho, wo]: [usize; 2],
+) -> Vec<f32> {
     let mut dx = vec![0.0f32; n * c * h * w];
     let per = planes_per_task(h * w);
     dx.par_chunks_mut(per * h * w)
         .zip(x.par_chunks(per * h * w))
         .zip(dy.par_chunks(per * ho * wo))
         .for_each(|((dxt, xt), dyt)| {
-            for ((dxp, xp), dyp) in dxt.chunks_exact_mut(h * w).zip(xt.chunks_exact(h * w)).zip(dyt.chunks_exact(ho * wo)) {
+            for ((dxp, xp), dyp) in dxt
+                .chunks_exact_mut(h * w)
+                .zip(xt.chunks_exact(h * w))
+                .zip(dyt.chunks_exact(ho * wo))
+            {
                 for (oy, gr) in dyp.chunks_exact(wo).enumerate() {
                     let (top, bottom) = dxp[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
                     let r0 = &xp[2 * oy * w..2 * oy * w + 2 * wo];
@@ -204,7 +232,13 @@ pub(crate) fn max_forward_generic(
     y
 }
 
-pub(crate) fn max_backward_generic(x: &[f32], dy: &[f32], [n, c, h, w]: [usize; 4], [ho, wo]: [usize; 2], p: Pool2dParams) -> Vec<f32> {
+pub(crate) fn max_backward_generic(
+    x: &[f32],
+    dy: &[f32],
+    [n, c, h, w]: [usize; 4],
+    [ho, wo]: [usize; 2],
+    p: Pool2dParams,
+) -> Vec<f32> {
     let mut dx = vec![0.0f32; n * c * h * w];
     dx.par_chunks_mut(h * w)
         .zip(x.par_chunks(h * w))

@@ -169,12 +169,40 @@ fn too_small_input_is_an_error() {
 fn specialised_2x2_matches_the_generic_kernel_bit_for_bit() {
     use super::cpu::{max_backward, max_backward_generic, max_forward, max_forward_generic};
     let mut rng = crate::rng::SeededRng::new(11);
-    for &(n, c, h, w) in &[(2, 3, 8, 8), (1, 2, 5, 7), (3, 1, 2, 2), (4, 130, 4, 4), (2, 5, 9, 6), (2, 2, 6, 21)] {
+    for &(n, c, h, w) in &[
+        (2, 3, 8, 8),
+        (1, 2, 5, 7),
+        (3, 1, 2, 2),
+        (4, 130, 4, 4),
+        (2, 5, 9, 6),
+        (2, 2, 6, 21),
+    ] {
         // few distinct values: many ties; some NaNs, infinities and signed zeros
-        let pick = [0.0, -0.0, 1.0, 1.0, 2.0, -1.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.5];
-        let x: Vec<f32> = (0..n * c * h * w).map(|_| pick[(rng.uniform_f32() * pick.len() as f32) as usize % pick.len()]).collect();
+        let pick = [
+            0.0,
+            -0.0,
+            1.0,
+            1.0,
+            2.0,
+            -1.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.5,
+        ];
+        let x: Vec<f32> = (0..n * c * h * w)
+            .map(|_| pick[(rng.uniform_f32() * pick.len() as f32) as usize % pick.len()])
+            .collect();
         let o = [(h - 2) / 2 + 1, (w - 2) / 2 + 1];
-        let dy: Vec<f32> = (0..n * c * o[0] * o[1]).map(|i| if i % 7 == 0 { -0.0 } else { rng.uniform_f32() - 0.5 }).collect();
+        let dy: Vec<f32> = (0..n * c * o[0] * o[1])
+            .map(|i| {
+                if i % 7 == 0 {
+                    -0.0
+                } else {
+                    rng.uniform_f32() - 0.5
+                }
+            })
+            .collect();
         let d = [n, c, h, w];
         let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
         assert_eq!(
@@ -203,7 +231,11 @@ fn nan_windows_skip_nans_unless_all_nan() {
     assert_eq!(y.storage[0], 2.);
     assert!(y.storage[1].is_nan());
     assert_eq!(y.storage[2], 3.);
-    let dy = cpu.from_host(Shape::new([1, 1, 1, 3]), &[1., 2., 3.]).unwrap();
-    let dx = cpu.maxpool2d_backward(&x, &dy, Pool2dParams::HALVE).unwrap();
+    let dy = cpu
+        .from_host(Shape::new([1, 1, 1, 3]), &[1., 2., 3.])
+        .unwrap();
+    let dx = cpu
+        .maxpool2d_backward(&x, &dy, Pool2dParams::HALVE)
+        .unwrap();
     assert_eq!(dx.storage, [0., 0., 2., 0., 3., 0., 1., 0., 0., 0., 0., 0.]);
 }

@@ -13,10 +13,16 @@ use crate::tensor::Shape;
 pub fn check(logits: &Shape, labels: &Shape) -> Result<[usize; 2]> {
     let [n, k] = logits.matrix("softmax_xent")?;
     if labels.dims() != [n] {
-        return Err(Error::shape("softmax_xent", format!("logits {logits} but labels {labels}")));
+        return Err(Error::shape(
+            "softmax_xent",
+            format!("logits {logits} but labels {labels}"),
+        ));
     }
     if n == 0 || k == 0 {
-        return Err(Error::shape("softmax_xent", format!("empty logits {logits}")));
+        return Err(Error::shape(
+            "softmax_xent",
+            format!("empty logits {logits}"),
+        ));
     }
     Ok([n, k])
 }
@@ -24,7 +30,10 @@ pub fn check(logits: &Shape, labels: &Shape) -> Result<[usize; 2]> {
 pub fn check_labels(labels: &[f32], k: usize) -> Result<()> {
     for (i, &l) in labels.iter().enumerate() {
         if !(l >= 0.0 && (l as usize) < k && l.fract() == 0.0) {
-            return Err(Error::shape("softmax_xent", format!("label {l} of sample {i} is not a class in 0..{k}")));
+            return Err(Error::shape(
+                "softmax_xent",
+                format!("label {l} of sample {i} is not a class in 0..{k}"),
+            ));
         }
     }
     Ok(())

@@ -7,7 +7,9 @@ fn hand_worked_loss_and_gradient() {
     let cpu = Cpu::new();
     // row 0: logits (0, ln 3) label 1 -> p = (1/4, 3/4), loss = ln(4/3)
     // row 1: logits (0, 0) label 0 -> p = (1/2, 1/2), loss = ln 2
-    let z = cpu.from_host(Shape::new([2, 2]), &[0.0, 3f32.ln(), 0.0, 0.0]).unwrap();
+    let z = cpu
+        .from_host(Shape::new([2, 2]), &[0.0, 3f32.ln(), 0.0, 0.0])
+        .unwrap();
     let y = cpu.from_host(Shape::new([2]), &[1.0, 0.0]).unwrap();
     let (loss, d) = cpu.softmax_xent(&z, &y).unwrap();
     let want = (((4.0f64 / 3.0).ln() + 2f64.ln()) / 2.0) as f32;
@@ -22,7 +24,9 @@ fn hand_worked_loss_and_gradient() {
 #[test]
 fn large_logits_are_stable() {
     let cpu = Cpu::new();
-    let z = cpu.from_host(Shape::new([1, 3]), &[1000.0, 0.0, -1000.0]).unwrap();
+    let z = cpu
+        .from_host(Shape::new([1, 3]), &[1000.0, 0.0, -1000.0])
+        .unwrap();
     let y = cpu.from_host(Shape::new([1]), &[0.0]).unwrap();
     let (loss, d) = cpu.softmax_xent(&z, &y).unwrap();
     assert!(loss.storage[0].abs() < 1e-6 && d.storage.iter().all(|v| v.is_finite()));
@@ -32,11 +36,16 @@ fn large_logits_are_stable() {
 fn gradient_matches_finite_differences() {
     let cpu = Cpu::new();
     let zv: Vec<f32> = random_vec(4 * 5, 9).iter().map(|v| v * 3.0).collect();
-    let y = cpu.from_host(Shape::new([4]), &[0.0, 4.0, 2.0, 2.0]).unwrap();
+    let y = cpu
+        .from_host(Shape::new([4]), &[0.0, 4.0, 2.0, 2.0])
+        .unwrap();
     let z = cpu.from_host(Shape::new([4, 5]), &zv).unwrap();
     let (_, d) = cpu.softmax_xent(&z, &y).unwrap();
     check_coords(&zv, &d.storage, 1e-2, 1e-3, "logits", |v| {
-        cpu.softmax_xent(&cpu.from_host(Shape::new([4, 5]), v).unwrap(), &y).unwrap().0.storage[0] as f64
+        cpu.softmax_xent(&cpu.from_host(Shape::new([4, 5]), v).unwrap(), &y)
+            .unwrap()
+            .0
+            .storage[0] as f64
     });
 }
 
