@@ -6,12 +6,12 @@ mod common;
 
 use common::Counting;
 use common::reference::{Reference, T64};
+use fractalnet::Shape;
 use fractalnet::backend::{Backend, Cpu};
 use fractalnet::gradcheck::random_vec;
 use fractalnet::model::{Mode, Network, Sgd};
 use fractalnet::plan::{DropPath, FractalConfig, KeepMask};
 use fractalnet::rng::SeededRng;
-use fractalnet::{Shape, Tensor};
 use std::collections::HashMap;
 
 fn small(columns: usize, dropout: f32) -> FractalConfig {

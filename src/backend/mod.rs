@@ -25,6 +25,8 @@ pub trait Backend: Sized {
 
     // ---- storage -------------------------------------------------------------------------
     fn zeros(&self, shape: &Shape) -> Result<Tensor<Self>>;
+    /// Uploads host data (named for what it takes, not a constructor of `Self`).
+    #[allow(clippy::wrong_self_convention)]
     fn from_host(&self, shape: Shape, data: &[f32]) -> Result<Tensor<Self>>;
     fn to_host(&self, t: &Tensor<Self>) -> Result<Vec<f32>>;
     /// Several tensors at once: one wait for the device instead of one per tensor (the

@@ -493,18 +493,18 @@ fn train_loop<B: Backend>(
             &run_meta,
             |_| true,
         )?;
-        if let Some(acc) = val_acc {
-            if state.best_val_acc.is_none_or(|best| acc > best) {
-                state.best_val_acc = Some(acc);
-                save_tensors(
-                    &out.join("best.safetensors"),
-                    b,
-                    &net.params,
-                    &meta,
-                    &run_meta,
-                    |_| true,
-                )?;
-            }
+        if let Some(acc) = val_acc
+            && state.best_val_acc.is_none_or(|best| acc > best)
+        {
+            state.best_val_acc = Some(acc);
+            save_tensors(
+                &out.join("best.safetensors"),
+                b,
+                &net.params,
+                &meta,
+                &run_meta,
+                |_| true,
+            )?;
         }
         save_training(&out.join(CHECKPOINT), b, &net, &sgd, &meta, spec, &state)?;
         if keep > 0 {

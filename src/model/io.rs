@@ -77,13 +77,13 @@ impl ModelMeta {
                 self.folded_bn, self.config.unit
             ));
         }
-        if let Some(col) = self.column {
-            if col >= self.config.columns {
-                return bad(format!(
-                    "column {col} is out of range for {} columns",
-                    self.config.columns
-                ));
-            }
+        if let Some(col) = self.column
+            && col >= self.config.columns
+        {
+            return bad(format!(
+                "column {col} is out of range for {} columns",
+                self.config.columns
+            ));
         }
         Ok(())
     }

@@ -106,6 +106,7 @@ fn layer_counts_and_channels_follow_spec() {
 
 /// Liveness of unit (b, c, l) computed straight from SPEC's position formulas, without the
 /// graph: the oracle the plan's graph walk is checked against.
+#[allow(clippy::needless_range_loop)] // indices are SPEC's (column, layer) positions
 fn oracle_live_units(c: &FractalConfig, mask: &KeepMask) -> Vec<(usize, usize, usize)> {
     let cols = c.columns;
     let d = c.deepest();
