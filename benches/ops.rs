@@ -14,7 +14,7 @@ use fractalnet::backend::{Backend, Cpu};
 use fractalnet::gradcheck::random_tensor;
 use fractalnet::ops::batchnorm::EPS;
 use fractalnet::ops::conv2d::Conv2dParams;
-use fractalnet::ops::gemm::{MatRef, sgemm};
+use fractalnet::ops::gemm::{MatRef, sgemm, sgemm_par};
 use fractalnet::ops::pool::Pool2dParams;
 use fractalnet::tensor::Tensor;
 use std::hint::black_box;
@@ -30,11 +30,23 @@ fn unwrap<T>(r: fractalnet::Result<T>) -> T {
     r.unwrap_or_else(|e| panic!("bench op failed: {e}"))
 }
 
-/// Square single-precision GEMM on the host: one `sgemm` call (one thread, as
-/// `ops::gemm` documents), and the same product split into two row panels run with rayon.
-/// Host-only, so it is not generic over the backend.
+/// Square single-precision GEMM on the host: ours (`ops::gemm`) on one thread and cut over
+/// rayon's pool (`sgemm_par`), beside `matrixmultiply` (the reference it is tested against)
+/// on one thread and split into two row panels. Host-only, so not generic over the backend.
 fn bench_sgemm(c: &mut Criterion) {
-    for (name, parallel) in [("cpu/sgemm", false), ("cpu/sgemm_par", true)] {
+    #[derive(Clone, Copy)]
+    enum Impl {
+        Ours,
+        OursPar,
+        Mm,
+        MmPar,
+    }
+    for (name, which) in [
+        ("cpu/sgemm", Impl::Ours),
+        ("cpu/sgemm_par", Impl::OursPar),
+        ("cpu/sgemm_matrixmultiply", Impl::Mm),
+        ("cpu/sgemm_matrixmultiply_par", Impl::MmPar),
+    ] {
         let mut g = c.benchmark_group(name);
         g.warm_up_time(Duration::from_millis(500));
         g.measurement_time(Duration::from_secs(3));
@@ -51,29 +63,50 @@ fn bench_sgemm(c: &mut Criterion) {
             g.throughput(Throughput::Elements(2 * (n as u64).pow(3)));
             g.bench_function(BenchmarkId::from_parameter(n), |bch| {
                 bch.iter(|| {
-                    if parallel {
-                        let half = n / 2;
-                        let (a0, a1) = a.split_at(half * n);
-                        let (c0, c1) = cm.split_at_mut(half * n);
-                        let bref = MatRef::rm(&bm, n, n);
-                        rayon::join(
-                            || sgemm(1.0, MatRef::rm(a0, half, n), bref, 0.0, c0),
-                            || sgemm(1.0, MatRef::rm(a1, n - half, n), bref, 0.0, c1),
-                        );
-                    } else {
-                        sgemm(
-                            1.0,
-                            MatRef::rm(&a, n, n),
-                            MatRef::rm(&bm, n, n),
-                            0.0,
-                            &mut cm,
-                        );
+                    let (am, bref) = (MatRef::rm(&a, n, n), MatRef::rm(&bm, n, n));
+                    match which {
+                        Impl::Ours => sgemm(1.0, am, bref, 0.0, &mut cm),
+                        Impl::OursPar => sgemm_par(1.0, am, bref, 0.0, &mut cm),
+                        Impl::Mm => matrixmultiply_sgemm(&a, &bm, &mut cm, n, n),
+                        Impl::MmPar => {
+                            let half = n / 2;
+                            let (a0, a1) = a.split_at(half * n);
+                            let (c0, c1) = cm.split_at_mut(half * n);
+                            rayon::join(
+                                || matrixmultiply_sgemm(a0, &bm, c0, half, n),
+                                || matrixmultiply_sgemm(a1, &bm, c1, n - half, n),
+                            );
+                        }
                     }
                     black_box(&mut cm);
                 });
             });
         }
         g.finish();
+    }
+}
+
+/// c [m, n] = a [m, n] b [n, n], all row-major, by matrixmultiply.
+fn matrixmultiply_sgemm(a: &[f32], b: &[f32], c: &mut [f32], m: usize, n: usize) {
+    assert!(a.len() >= m * n && b.len() >= n * n && c.len() >= m * n);
+    // SAFETY: the spans were checked just above.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            n,
+            n,
+            1.0,
+            a.as_ptr(),
+            n as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        )
     }
 }
 
@@ -216,5 +249,11 @@ fn benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(g, benches);
+// No HTML charts: this crate's plotters is built with ab_glyph (fonts loaded at run time,
+// see src/cli/chart.rs), and criterion's charts would then fail for want of a font.
+criterion_group! {
+    name = g;
+    config = Criterion::default().without_plots();
+    targets = benches
+}
 criterion_main!(g);

@@ -121,5 +121,11 @@ fn benches(c: &mut Criterion) {
     }
 }
 
-criterion_group!(g, benches);
+// No HTML charts: this crate's plotters is built with ab_glyph (fonts loaded at run time,
+// see src/cli/chart.rs), and criterion's charts would then fail for want of a font.
+criterion_group! {
+    name = g;
+    config = Criterion::default().without_plots();
+    targets = benches
+}
 criterion_main!(g);

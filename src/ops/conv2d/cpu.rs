@@ -6,7 +6,8 @@
 //! in order, so no result depends on the thread count.
 
 use super::ConvGeom;
-use crate::ops::gemm::{MatRef, sgemm};
+use crate::ops::gemm::kernel::NR;
+use crate::ops::gemm::{CLayout, MatRef, PackB, gemm, gemm_nt_acc, sgemm};
 use rayon::prelude::*;
 
 /// GEMM columns (images x output pixels) a group aims for.
@@ -267,32 +268,194 @@ fn group_col<'a>(
 }
 
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
-    let (out_sz, k, hw_o) = (g.cout * g.ho * g.wo, g.k(), g.ho * g.wo);
-    let groups = groups(g.n, hw_o);
-    let mut y = vec![0.0f32; g.n * out_sz];
-    let wm = MatRef::rm(w, g.cout, k);
-    split_groups(&mut y, &groups, out_sz)
-        .into_par_iter()
-        .zip(groups.par_iter())
-        .for_each(|(yg, r)| {
-            with_scratch(|[colbuf, ybuf, _]| {
-                let ld = r.len() * hw_o;
-                let col = group_col(g, x, r, colbuf);
-                if r.len() == 1 {
-                    sgemm(1.0, wm, MatRef::rm(col, k, ld), 0.0, yg);
-                } else {
-                    // [cout, images x pixels] -> images of [cout, pixels]
-                    let yt = scratch(ybuf, g.cout * ld);
-                    sgemm(1.0, wm, MatRef::rm(col, k, ld), 0.0, yt);
-                    for (i, yn) in yg.chunks_exact_mut(out_sz).enumerate() {
-                        for (co, dst) in yn.chunks_exact_mut(hw_o).enumerate() {
-                            dst.copy_from_slice(&yt[co * ld + i * hw_o..co * ld + (i + 1) * hw_o]);
+    let mut y = vec![0.0f32; g.n * g.cout * g.ho * g.wo];
+    forward_into(g, x, w, &mut y);
+    y
+}
+
+/// y = conv(x, w) for the whole batch as one GEMM: W [Cout, k] times the implicit im2col
+/// matrix [k, images x pixels], packed straight from a zero-padded copy of x (`Im2colB`) and
+/// written straight into y's NCHW images (`CLayout::images`). The GEMM cuts the pixel
+/// columns over the threads.
+fn forward_into(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
+    let wm = MatRef::rm(w, g.cout, g.k());
+    let lay = CLayout::images(g.cout, g.ho * g.wo, g.n);
+    with_padded(g, x, |b| gemm(1.0, &wm, b, 0.0, y, lay, true));
+}
+
+/// Runs `f` on the implicit im2col of `x`: padded into per-thread scratch first (unless the
+/// convolution has no padding), so that every tap of every pixel is in bounds.
+fn with_padded<R>(g: &ConvGeom, x: &[f32], f: impl FnOnce(&Im2colB<'_>) -> R) -> R {
+    let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
+    let koff: Vec<usize> = (0..g.cin)
+        .flat_map(|ci| (0..g.kh).flat_map(move |ky| (0..g.kw).map(move |kx| (ci, ky, kx))))
+        .map(|(ci, ky, kx)| (ci * hp + ky) * wp + kx)
+        .collect();
+    if g.pad == 0 {
+        return f(&Im2colB {
+            g,
+            xp: x,
+            hp,
+            wp,
+            koff: &koff,
+        });
+    }
+    with_scratch(|[_, _, padbuf]| {
+        let planes = g.n * g.cin;
+        let xp = scratch(padbuf, planes * hp * wp);
+        xp.par_chunks_mut(hp * wp)
+            .zip(x.par_chunks(g.h * g.w))
+            .with_min_len(8)
+            .for_each(|(dst, src)| {
+                dst[..g.pad * wp].fill(0.0);
+                dst[(g.pad + g.h) * wp..].fill(0.0);
+                for (drow, srow) in dst[g.pad * wp..(g.pad + g.h) * wp]
+                    .chunks_exact_mut(wp)
+                    .zip(src.chunks_exact(g.w))
+                {
+                    drow[..g.pad].fill(0.0);
+                    drow[g.pad..g.pad + g.w].copy_from_slice(srow);
+                    drow[g.pad + g.w..].fill(0.0);
+                }
+            });
+        f(&Im2colB {
+            g,
+            xp,
+            hp,
+            wp,
+            koff: &koff,
+        })
+    })
+}
+
+/// The im2col matrix of a batch, never materialised: B[(ci, ky, kx), (n, oy, ox)] =
+/// xp[n, ci, oy * s + ky, ox * s + kx] with xp the zero-padded input. A micro-panel of NR
+/// consecutive output pixels is a few runs along output rows (one when a row holds the
+/// whole panel); for each k a run is one copy from one padded input row (a strided gather
+/// when the stride is not 1), at the offset `koff[k]` of its tap.
+pub(super) struct Im2colB<'a> {
+    g: &'a ConvGeom,
+    xp: &'a [f32],
+    hp: usize,
+    wp: usize,
+    koff: &'a [usize],
+}
+
+impl PackB for Im2colB<'_> {
+    fn depth(&self) -> usize {
+        self.g.k()
+    }
+    fn cols(&self) -> usize {
+        self.g.n * self.g.ho * self.g.wo
+    }
+    fn pack_b(&self, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut [f32]) {
+        let g = self.g;
+        let (hw_o, img) = (g.ho * g.wo, g.cin * self.hp * self.wp);
+        // a pointwise conv reads an image's pixels in order: runs span its rows
+        let row = if g.is_pointwise() { hw_o } else { g.wo };
+        for (q, panel) in out
+            .chunks_exact_mut(kc * NR)
+            .take(nc.div_ceil(NR))
+            .enumerate()
+        {
+            let jb = j0 + q * NR;
+            let w = NR.min(j0 + nc - jb);
+            // (first column in the panel, length, offset of the run's first tap-(0,0) pixel)
+            let mut runs = [(0usize, 0usize, 0usize); NR];
+            let (mut nr, mut j) = (0, jb);
+            while j < jb + w {
+                let (n, rem) = (j / hw_o, j % hw_o);
+                let len = (row - rem % row).min(jb + w - j);
+                let (oy, ox) = (rem / g.wo, rem % g.wo);
+                runs[nr] = (
+                    j - jb,
+                    len,
+                    n * img + oy * g.stride * self.wp + ox * g.stride,
+                );
+                nr += 1;
+                j += len;
+            }
+            let runs = &runs[..nr];
+            let koff = &self.koff[p0..p0 + kc];
+            let xp = self.xp;
+            // equal runs (every row length FractalNet has) get a loop with a constant copy
+            // length; anything else the general one
+            let equal = runs.iter().all(|r| r.1 == runs[0].1);
+            match (g.stride, equal, runs[0].1) {
+                (1, true, 16) => pack_runs::<16>(panel, koff, runs, xp),
+                (1, true, 8) => pack_runs::<8>(panel, koff, runs, xp),
+                (1, true, 4) => pack_runs::<4>(panel, koff, runs, xp),
+                (1, true, 2) => pack_runs::<2>(panel, koff, runs, xp),
+                _ => {
+                    for (dst, &ko) in panel.chunks_exact_mut(NR).zip(koff) {
+                        for &(c0, len, base) in runs {
+                            let src = &xp[base + ko..];
+                            for (t, v) in dst[c0..c0 + len].iter_mut().enumerate() {
+                                *v = src[t * g.stride];
+                            }
                         }
                     }
                 }
-            })
-        });
-    y
+            }
+            if w < NR {
+                for dst in panel.chunks_exact_mut(NR) {
+                    dst[w..].fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// Runs all of length L: for each k, each run is one L-float copy from the padded input.
+#[inline]
+fn pack_runs<const L: usize>(
+    panel: &mut [f32],
+    koff: &[usize],
+    runs: &[(usize, usize, usize)],
+    xp: &[f32],
+) {
+    for (dst, &ko) in panel.chunks_exact_mut(NR).zip(koff) {
+        for &(c0, _, base) in runs {
+            let s = base + ko;
+            dst[c0..c0 + L].copy_from_slice(&xp[s..s + L]);
+        }
+    }
+}
+
+/// A stride-1 convolution's input gradient is itself a stride-1 convolution: of dy with the
+/// kernel flipped in space and transposed in channels, padded by k - 1 - pad. That costs one
+/// GEMM of Cin x (Cout k k) x pixels straight into dx, instead of a (Cin k k)-row column
+/// gradient and a col2im pass over it.
+fn transposed_geom(g: &ConvGeom) -> Option<ConvGeom> {
+    (g.stride == 1 && g.kh == g.kw && g.pad < g.kh).then(|| ConvGeom {
+        n: g.n,
+        cin: g.cout,
+        h: g.ho,
+        w: g.wo,
+        cout: g.cin,
+        kh: g.kh,
+        kw: g.kw,
+        ho: g.h,
+        wo: g.w,
+        stride: 1,
+        pad: g.kh - 1 - g.pad,
+    })
+}
+
+/// w' [Cin, Cout, kh, kw] with w'[ci, co, ky, kx] = w[co, ci, kh-1-ky, kw-1-kx].
+fn flip_transpose(g: &ConvGeom, w: &[f32]) -> Vec<f32> {
+    let (kh, kw) = (g.kh, g.kw);
+    let mut out = vec![0.0f32; w.len()];
+    for co in 0..g.cout {
+        for ci in 0..g.cin {
+            let src = &w[(co * g.cin + ci) * kh * kw..][..kh * kw];
+            let dst = &mut out[(ci * g.cout + co) * kh * kw..][..kh * kw];
+            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = *s;
+            }
+        }
+    }
+    out
 }
 
 /// Returns (dx if need_dx, dw).
@@ -311,10 +474,15 @@ pub fn backward(
     } else {
         Vec::new()
     };
+    let transposed = if need_dx { transposed_geom(g) } else { None };
+    if let Some(tg) = &transposed {
+        forward_into(tg, dy, &flip_transpose(g, w), &mut dx);
+    }
+    let col2im_dx = need_dx && transposed.is_none();
     let wt = MatRef::rm_t(w, g.cout, k); // [k, cout]
 
-    // Each group of images: its dw partial, and (when asked) its images' dx.
-    let mut dx_groups: Vec<Option<&mut [f32]>> = if need_dx {
+    // Each group of images: its dw partial, and (strided convolutions) its images' dx.
+    let mut dx_groups: Vec<Option<&mut [f32]>> = if col2im_dx {
         split_groups(&mut dx, &groups, in_sz)
             .into_iter()
             .map(Some)
@@ -343,13 +511,12 @@ pub fn backward(
                     }
                     t
                 };
-                let dym = MatRef::rm(dyg, g.cout, ld);
-                // dw = dy [cout, ld] col^T [ld, k]
+                // dw [cout, k] = dy [cout, ld] col^T: dot products of contiguous rows
                 let mut dw = vec![0.0f32; wsz];
-                sgemm(1.0, dym, MatRef::rm_t(col, k, ld), 0.0, &mut dw);
+                gemm_nt_acc(g.cout, k, ld, dyg, ld, col, ld, &mut dw, k);
                 if let Some(dxg) = dxg {
                     let dcol = scratch(dcolbuf, k * ld);
-                    sgemm(1.0, wt, dym, 0.0, dcol);
+                    sgemm(1.0, wt, MatRef::rm(dyg, g.cout, ld), 0.0, dcol);
                     for (i, dxn) in dxg.chunks_exact_mut(in_sz).enumerate() {
                         col2im(g, &mut dcol[i * hw_o..], ld, dxn);
                     }

@@ -125,6 +125,17 @@ fn backward_matches_finite_differences() {
             [2, 2, 7, 7],
             Conv2dParams { stride: 2, pad: 3 },
         ),
+        // stride 1 with pad < k - 1: dx as a transposed convolution padded by k - 1 - pad
+        (
+            [2, 3, 6, 6],
+            [4, 3, 3, 3],
+            Conv2dParams { stride: 1, pad: 0 },
+        ),
+        (
+            [1, 2, 7, 7],
+            [3, 2, 5, 5],
+            Conv2dParams { stride: 1, pad: 1 },
+        ),
     ];
     for (i, (xs, ws, p)) in cases.into_iter().enumerate() {
         let x = random_tensor(&cpu, xs, 30 + i as u64);
@@ -216,6 +227,9 @@ fn grouped_images_match_the_direct_convolution() {
         ([50, 6, 2, 2], [5, 6, 3, 3]),
         ([13, 4, 4, 4], [3, 4, 3, 3]),
         ([7, 2, 8, 8], [4, 2, 3, 3]),
+        // one image: its GEMMs are cut over the thread pool instead
+        ([1, 16, 32, 32], [16, 16, 3, 3]),
+        ([1, 64, 4, 4], [70, 64, 3, 3]),
     ]
     .into_iter()
     .enumerate()

@@ -1,3 +1,30 @@
+//! The blocked driver (Goto/BLIS loop order) around the packing routines and microkernels.
+//!
+//! ```text
+//! for jc in N by NC:            B block (KC x NC) packed once, in L3
+//!   for pc in K by KC:
+//!     for ic in M by MC:        A block (MC x KC) packed once, in L2
+//!       for jr, ir:             one MR x NR tile: B micro-panel in L1, A streamed from L2
+//! ```
+//!
+//! A parallel call cuts C into rectangles along M or N (never K), one per thread, each run
+//! by the serial driver: every element of C is summed in the same order whatever the thread
+//! count, so results are bit-identical on 1, 2 or 64 threads.
+
+use super::kernel::{self, Isa, MR, NR, Store};
+use super::pack::{PackA, PackB};
+use std::cell::RefCell;
+use std::ops::Range;
+
+const KC: usize = 256;
+const MC: usize = 144;
+const NC: usize = 4096;
+/// NC when all of M fits one A block: each packed B block is then used by that one block
+/// right after packing, so it should stay in L2 rather than spill to L3.
+const NC_ONE_A_BLOCK: usize = 256;
+/// Below this many multiply-adds a parallel call stays on the calling thread.
+const PAR_MIN_MACS: usize = 1 << 18;
+
 /// A read-only strided matrix view: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
 pub struct MatRef<'a> {
@@ -19,6 +46,16 @@ impl<'a> MatRef<'a> {
             cs: 1,
         }
     }
+    /// A row-major `rows x cols` matrix whose rows are `ld` apart.
+    pub fn rm_ld(data: &'a [f32], rows: usize, cols: usize, ld: usize) -> Self {
+        MatRef {
+            data,
+            rows,
+            cols,
+            rs: ld as isize,
+            cs: 1,
+        }
+    }
     /// The transpose of a row-major `rows x cols` matrix (a `cols x rows` view).
     pub fn rm_t(data: &'a [f32], rows: usize, cols: usize) -> Self {
         MatRef {
@@ -29,53 +66,338 @@ impl<'a> MatRef<'a> {
             cs: cols as isize,
         }
     }
-    fn span_ok(&self) -> bool {
+    pub(crate) fn span_ok(&self) -> bool {
         if self.rows == 0 || self.cols == 0 {
             return true;
         }
-        let last = (self.rows as isize - 1) * self.rs + (self.cols as isize - 1) * self.cs;
-        last >= 0 && (last as usize) < self.data.len()
+        let corners = [
+            0,
+            (self.rows as isize - 1) * self.rs,
+            (self.cols as isize - 1) * self.cs,
+            (self.rows as isize - 1) * self.rs + (self.cols as isize - 1) * self.cs,
+        ];
+        corners
+            .iter()
+            .all(|&o| o >= 0 && (o as usize) < self.data.len())
     }
 }
 
-/// c (row-major `m x n`, leading dimension n) = alpha * a b + beta * c.
+/// Where C's elements live: (i, j) at `i * rs + (j / seg) * seg_stride + j % seg`.
+///
+/// A plain row-major matrix is one segment. A convolution over several images writes its
+/// [Cout, images x pixels] product straight into NCHW: one segment per image (`seg` = pixels,
+/// `rs` = pixels, `seg_stride` = Cout x pixels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CLayout {
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub seg: usize,
+    pub seg_stride: usize,
+}
+
+impl CLayout {
+    pub fn row_major(rows: usize, cols: usize) -> Self {
+        Self::row_major_ld(rows, cols, cols)
+    }
+    pub fn row_major_ld(rows: usize, cols: usize, ld: usize) -> Self {
+        CLayout {
+            rows,
+            cols,
+            rs: ld,
+            seg: cols.max(1),
+            seg_stride: rows * ld,
+        }
+    }
+    /// `images` NCHW outputs of [rows, hw] each, side by side as columns.
+    pub fn images(rows: usize, hw: usize, images: usize) -> Self {
+        CLayout {
+            rows,
+            cols: hw * images,
+            rs: hw,
+            seg: hw.max(1),
+            seg_stride: rows * hw,
+        }
+    }
+    #[inline]
+    fn off(&self, i: usize, j: usize) -> usize {
+        i * self.rs + (j / self.seg) * self.seg_stride + j % self.seg
+    }
+    /// Distinct (i, j) map to distinct offsets, all below `len`.
+    fn valid_for(&self, len: usize) -> bool {
+        if self.rows == 0 || self.cols == 0 {
+            return true;
+        }
+        let rows_fit = self.rows == 1 || self.rs >= self.seg.min(self.cols);
+        let segs_fit =
+            self.cols <= self.seg || self.seg_stride >= (self.rows - 1) * self.rs + self.seg;
+        rows_fit && segs_fit && self.off(self.rows - 1, self.cols - 1) < len
+    }
+}
+
+/// c (row-major `m x n`, leading dimension n) = alpha * a b + beta * c, on the calling thread.
 ///
 /// Panics only on a caller bug (dimension or span mismatch), never on user data: every op
 /// validates shapes before it reaches here.
 pub fn sgemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(k, b.rows, "sgemm inner dimensions");
+    assert!(a.span_ok() && b.span_ok(), "sgemm spans");
+    let lay = CLayout::row_major(a.rows, b.cols);
+    gemm(alpha, &a, &b, beta, c, lay, false);
+}
+
+/// As `sgemm`, with C cut into one rectangle per thread of rayon's pool.
+pub fn sgemm_par(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) {
+    assert!(a.span_ok() && b.span_ok(), "sgemm spans");
+    let lay = CLayout::row_major(a.rows, b.cols);
+    gemm(alpha, &a, &b, beta, c, lay, true);
+}
+
+/// The general entry: C (laid out by `lay`) = alpha * A B + beta * C, with A and B any
+/// packable operands (strided matrices, or a convolution's implicit im2col). With `par`,
+/// large products are cut along M or N over rayon's pool.
+pub fn gemm<A: PackA, B: PackB>(
+    alpha: f32,
+    a: &A,
+    b: &B,
+    beta: f32,
+    c: &mut [f32],
+    lay: CLayout,
+    par: bool,
+) {
+    let (m, k, n) = (a.rows(), a.depth(), b.cols());
+    assert_eq!(k, b.depth(), "gemm inner dimensions");
     assert!(
-        a.span_ok() && b.span_ok() && c.len() >= m * n,
-        "sgemm spans"
+        lay.rows == m && lay.cols == n && lay.valid_for(c.len()),
+        "gemm C layout {lay:?} for {m}x{n} in {} values",
+        c.len()
     );
     if m == 0 || n == 0 {
         return;
     }
-    if k == 0 {
-        for v in &mut c[..m * n] {
-            *v *= beta;
+    if beta != 0.0 && beta != 1.0 || k == 0 || alpha == 0.0 {
+        for i in 0..m {
+            for j in 0..n {
+                let v = &mut c[lay.off(i, j)];
+                *v = if beta == 0.0 { 0.0 } else { *v * beta };
+            }
         }
+        if k == 0 || alpha == 0.0 {
+            return;
+        }
+    }
+    let store0 = if beta == 0.0 {
+        Store::Overwrite
+    } else {
+        Store::Accumulate
+    };
+    let cp = CPtr(c.as_mut_ptr());
+    let isa = kernel::isa();
+    let threads = rayon::current_num_threads();
+    if !par || threads <= 1 || m * n * k < PAR_MIN_MACS {
+        serial(isa, alpha, a, b, store0, cp, lay, 0..m, 0..n);
         return;
     }
-    // SAFETY: the spans of a, b and c were checked above to lie inside their slices, and c
-    // does not alias a or b (it is a unique borrow).
+    // One rectangle per thread along the dimension with more tiles, cut at tile edges so
+    // that which tiles are partial never depends on the cut.
+    let (mt, nt) = (m.div_ceil(MR), n.div_ceil(NR));
+    let cuts = |tiles: usize, unit: usize, len: usize| -> Vec<Range<usize>> {
+        let parts = threads.min(tiles);
+        (0..parts)
+            .map(|p| (p * tiles / parts * unit).min(len)..((p + 1) * tiles / parts * unit).min(len))
+            .collect()
+    };
+    let rects: Vec<(Range<usize>, Range<usize>)> = if nt >= mt {
+        cuts(nt, NR, n).into_iter().map(|j| (0..m, j)).collect()
+    } else {
+        cuts(mt, MR, m).into_iter().map(|i| (i, 0..n)).collect()
+    };
+    use rayon::prelude::*;
+    rects
+        .into_par_iter()
+        .for_each(|(rows, cols)| serial(isa, alpha, a, b, store0, cp, lay, rows, cols));
+}
+
+/// C's base pointer, shared by the threads of one call. Each thread writes only the elements
+/// of its own rectangle, and `CLayout::valid_for` (checked in `gemm`) makes distinct elements
+/// distinct addresses.
+#[derive(Clone, Copy)]
+struct CPtr(*mut f32);
+// SAFETY: see the type's comment: concurrent writers never touch the same element.
+unsafe impl Send for CPtr {}
+// SAFETY: as above.
+unsafe impl Sync for CPtr {}
+
+/// 64-byte aligned storage for packed panels.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+thread_local! {
+    static PACK: RefCell<(Vec<Line>, Vec<Line>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+fn floats(buf: &mut Vec<Line>, n: usize) -> &mut [f32] {
+    let lines = n.div_ceil(16);
+    if buf.len() < lines {
+        buf.resize(lines, Line([0.0; 16]));
+    }
+    // SAFETY: `Line` is 16 f32s with no padding (repr(C), size 64 = 16 * 4), so `lines`
+    // Lines are `lines * 16` initialised f32s.
+    unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<f32>(), n) }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serial<A: PackA, B: PackB>(
+    isa: Isa,
+    alpha: f32,
+    a: &A,
+    b: &B,
+    store0: Store,
+    c: CPtr,
+    lay: CLayout,
+    rows: Range<usize>,
+    cols: Range<usize>,
+) {
+    let k = a.depth();
+    let body = |(abuf, bbuf): &mut (Vec<Line>, Vec<Line>)| {
+        let sweep = |ap: &[f32], bp: &[f32], (ic, mc), (jc, nc), kc, store| {
+            macro_kernel(isa, kc, ap, bp, (ic, mc), (jc, nc), c, lay, alpha, store)
+        };
+        if rows.len() <= MC {
+            // One A block: packed once per depth block, then every column block sweeps
+            // under it. Small packed B blocks stay in L2 between packing and use.
+            let mc = rows.len();
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                let store = if pc == 0 { store0 } else { Store::Accumulate };
+                let ap = floats(abuf, mc.div_ceil(MR) * MR * kc);
+                a.pack_a(rows.start, mc, pc, kc, ap);
+                for jc in cols.clone().step_by(NC_ONE_A_BLOCK) {
+                    let nc = NC_ONE_A_BLOCK.min(cols.end - jc);
+                    let bp = floats(bbuf, nc.div_ceil(NR) * NR * kc);
+                    b.pack_b(pc, kc, jc, nc, bp);
+                    sweep(ap, bp, (rows.start, mc), (jc, nc), kc, store);
+                }
+            }
+            return;
+        }
+        for jc in cols.clone().step_by(NC) {
+            let nc = NC.min(cols.end - jc);
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                let store = if pc == 0 { store0 } else { Store::Accumulate };
+                let bp = floats(bbuf, nc.div_ceil(NR) * NR * kc);
+                b.pack_b(pc, kc, jc, nc, bp);
+                for ic in rows.clone().step_by(MC) {
+                    let mc = MC.min(rows.end - ic);
+                    let ap = floats(abuf, mc.div_ceil(MR) * MR * kc);
+                    a.pack_a(ic, mc, pc, kc, ap);
+                    sweep(ap, bp, (ic, mc), (jc, nc), kc, store);
+                }
+            }
+        }
+    };
+    PACK.with(|p| match p.try_borrow_mut() {
+        Ok(mut bufs) => body(&mut bufs),
+        Err(_) => body(&mut (Vec::new(), Vec::new())),
+    });
+}
+
+/// Every tile of one packed A block (rows ic.., mc) against one packed B block (columns
+/// jc.., nc): the B micro-panel stays in L1 while the A micro-panels stream past.
+#[allow(clippy::too_many_arguments)]
+fn macro_kernel(
+    isa: Isa,
+    kc: usize,
+    ap: &[f32],
+    bp: &[f32],
+    (ic, mc): (usize, usize),
+    (jc, nc): (usize, usize),
+    c: CPtr,
+    lay: CLayout,
+    alpha: f32,
+    store: Store,
+) {
+    for (q, bpanel) in bp.chunks_exact(kc * NR).take(nc.div_ceil(NR)).enumerate() {
+        let jb = jc + q * NR;
+        let w = NR.min(jc + nc - jb);
+        let contiguous = w == NR && jb % lay.seg + NR <= lay.seg;
+        for (r, apanel) in ap.chunks_exact(kc * MR).take(mc.div_ceil(MR)).enumerate() {
+            let ib = ic + r * MR;
+            let h = MR.min(ic + mc - ib);
+            if contiguous && h == MR {
+                // SAFETY: the tile's MR rows and NR columns are inside C (checked by
+                // valid_for), and NR columns from jb are consecutive addresses (same segment).
+                unsafe {
+                    kernel::tile(
+                        isa,
+                        kc,
+                        apanel.as_ptr(),
+                        bpanel.as_ptr(),
+                        c.0.add(lay.off(ib, jb)),
+                        lay.rs,
+                        alpha,
+                        store,
+                    )
+                };
+            } else {
+                edge_tile(
+                    isa,
+                    kc,
+                    apanel,
+                    bpanel,
+                    c,
+                    lay,
+                    alpha,
+                    store,
+                    (ib, h),
+                    (jb, w),
+                );
+            }
+        }
+    }
+}
+
+/// A partial or scattered tile: computed whole into a local tile, then stored element-wise
+/// with the same arithmetic as the kernel's own store.
+#[allow(clippy::too_many_arguments)]
+fn edge_tile(
+    isa: Isa,
+    kc: usize,
+    apanel: &[f32],
+    bpanel: &[f32],
+    c: CPtr,
+    lay: CLayout,
+    alpha: f32,
+    store: Store,
+    (ib, h): (usize, usize),
+    (jb, w): (usize, usize),
+) {
+    let mut tile = [Line([0.0; 16]); MR];
+    // SAFETY: the panels hold kc*MR and kc*NR floats; `tile` is MR rows of NR floats.
     unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            alpha,
-            a.data.as_ptr(),
-            a.rs,
-            a.cs,
-            b.data.as_ptr(),
-            b.rs,
-            b.cs,
-            beta,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
+        kernel::tile(
+            isa,
+            kc,
+            apanel.as_ptr(),
+            bpanel.as_ptr(),
+            tile.as_mut_ptr().cast::<f32>(),
+            NR,
+            1.0,
+            Store::Overwrite,
+        )
+    };
+    let coff: [usize; NR] = std::array::from_fn(|j| if j < w { lay.off(0, jb + j) } else { 0 });
+    for (i, row) in tile.iter_mut().take(h).enumerate() {
+        let roff = (ib + i) * lay.rs;
+        for (j, v) in row.0.iter().take(w).enumerate() {
+            // SAFETY: (ib + i, jb + j) is inside C, so its offset is (valid_for).
+            let dst = unsafe { &mut *c.0.add(roff + coff[j]) };
+            *dst = match (store, alpha == 1.0) {
+                (Store::Overwrite, _) => *v * alpha,
+                (Store::Accumulate, true) => *dst + *v,
+                (Store::Accumulate, false) => v.mul_add(alpha, *dst),
+            };
+        }
     }
 }

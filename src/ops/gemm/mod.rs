@@ -1,10 +1,19 @@
-//! Single-precision GEMM for the CPU kernels: C = alpha * op(A) op(B) + beta * C on strided,
-//! row-major-or-not matrices. Backed by `matrixmultiply` (packed, register-blocked, runtime
-//! AVX2/FMA detection). Callers parallelise over independent GEMMs (images, groups); a single
-//! call runs on the calling thread so that results never depend on the thread count.
+//! Single-precision GEMM for the CPU kernels: C = alpha * A B + beta * C.
+//!
+//! A packed, register-blocked SGEMM of our own (`cpu`: the blocked driver, `pack`: packing,
+//! `kernel`: the 6x16 microkernels, AVX2 + FMA chosen at run time). Operands are anything
+//! that can pack itself into micro-panels (`PackA`, `PackB`): strided matrices, or a
+//! convolution's implicit im2col. C can be laid out as several NCHW images side by side
+//! (`CLayout::images`), so a convolution's product lands in its output without a copy.
+//! `matrixmultiply` is the reference the tests and benches hold it against.
 
 pub mod cpu;
+pub mod dot;
+pub mod kernel;
+pub mod pack;
 #[cfg(test)]
 mod tests;
 
-pub use cpu::{MatRef, sgemm};
+pub use cpu::{CLayout, MatRef, gemm, sgemm, sgemm_par};
+pub use dot::gemm_nt_acc;
+pub use pack::{PackA, PackB};

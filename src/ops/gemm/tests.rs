@@ -1,7 +1,7 @@
 use super::*;
 
-fn naive(a: &MatRef, b: &MatRef) -> Vec<f32> {
-    let mut c = vec![0.0f32; a.rows * b.cols];
+fn naive(a: &MatRef, b: &MatRef) -> Vec<f64> {
+    let mut c = vec![0.0f64; a.rows * b.cols];
     for i in 0..a.rows {
         for j in 0..b.cols {
             let mut s = 0.0f64;
@@ -10,10 +10,44 @@ fn naive(a: &MatRef, b: &MatRef) -> Vec<f32> {
                 let bv = b.data[(k as isize * b.rs + j as isize * b.cs) as usize] as f64;
                 s += av * bv;
             }
-            c[i * b.cols + j] = s as f32;
+            c[i * b.cols + j] = s;
         }
     }
     c
+}
+
+/// matrixmultiply's sgemm: the independent implementation ours is held against.
+fn reference(alpha: f32, a: &MatRef, b: &MatRef, beta: f32, c: &mut [f32]) {
+    // SAFETY: the views were built by MatRef's constructors over their own slices, and c
+    // holds a.rows x b.cols values.
+    unsafe {
+        matrixmultiply::sgemm(
+            a.rows,
+            a.cols,
+            b.cols,
+            alpha,
+            a.data.as_ptr(),
+            a.rs,
+            a.cs,
+            b.data.as_ptr(),
+            b.rs,
+            b.cs,
+            beta,
+            c.as_mut_ptr(),
+            b.cols as isize,
+            1,
+        )
+    }
+}
+
+fn rand(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = crate::rng::SeededRng::new(seed);
+    (0..n).map(|_| rng.uniform_f32() - 0.5).collect()
+}
+
+/// |x - y| within a few ulps of the sum of |terms| (what any summation order may differ by).
+fn close(x: f32, y: f64, scale: f64, k: usize) -> bool {
+    (x as f64 - y).abs() <= 4.0 * f32::EPSILON as f64 * (k as f64).sqrt().max(1.0) * scale + 1e-30
 }
 
 #[test]
@@ -33,14 +67,29 @@ fn hand_worked_2x2() {
         &mut c,
     );
     assert_eq!(c, [26.0, 30.0, 38.0, 44.0]);
+    // alpha 2, beta 0.5 on c = [[26,30],[38,44]]: 2 * [[19,22],[43,50]] + c / 2
+    sgemm(2.0, MatRef::rm(&a, 2, 2), MatRef::rm(&b, 2, 2), 0.5, &mut c);
+    assert_eq!(c, [51.0, 59.0, 105.0, 122.0]);
 }
 
+/// Sizes around every blocking edge: MR = 6, NR = 16, KC = 256, MC = 144, and beyond.
+const SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (3, 5, 7),
+    (6, 16, 16),
+    (7, 17, 15),
+    (17, 33, 9),
+    (64, 27, 130),
+    (145, 257, 33),
+    (13, 600, 70),
+    (290, 40, 300),
+];
+
 #[test]
-fn matches_naive_on_odd_sizes_and_transposes() {
-    let mut rng = crate::rng::SeededRng::new(7);
-    for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (17, 33, 9), (64, 27, 130)] {
-        let a: Vec<f32> = (0..m * k).map(|_| rng.uniform_f32() - 0.5).collect();
-        let b: Vec<f32> = (0..k * n).map(|_| rng.uniform_f32() - 0.5).collect();
+fn matches_naive_and_matrixmultiply_on_odd_sizes_and_transposes() {
+    for (s, &(m, k, n)) in SHAPES.iter().enumerate() {
+        let a = rand(m * k, 2 * s as u64);
+        let b = rand(k * n, 2 * s as u64 + 1);
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             let am = if ta {
                 MatRef::rm_t(&a, k, m)
@@ -53,12 +102,201 @@ fn matches_naive_on_odd_sizes_and_transposes() {
                 MatRef::rm(&b, k, n)
             };
             let want = naive(&am, &bm);
-            let mut c = vec![0.0f32; m * n];
+            let mut c = vec![f32::NAN; m * n]; // beta 0 must not read C
             sgemm(1.0, am, bm, 0.0, &mut c);
-            for (x, y) in c.iter().zip(&want) {
+            let mut r = vec![0.0f32; m * n];
+            reference(1.0, &am, &bm, 0.0, &mut r);
+            // the scale of an entry: sum of |a||b| <= k * 0.25
+            for ((x, y), z) in c.iter().zip(&want).zip(&r) {
+                assert!(close(*x, *y, k as f64 * 0.25, k), "{m}x{k}x{n} {x} vs {y}");
                 assert!(
-                    (x - y).abs() <= 1e-5 * (1.0 + y.abs()),
-                    "{m}x{k}x{n} {x} vs {y}"
+                    (x - z).abs() <= 1e-5 * (k as f32).sqrt(),
+                    "{m}x{k}x{n} vs matrixmultiply {x} {z}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn alpha_and_beta_follow_the_formula() {
+    let (m, k, n) = (19, 300, 37);
+    let a = rand(m * k, 5);
+    let b = rand(k * n, 6);
+    let c0 = rand(m * n, 7);
+    let (am, bm) = (MatRef::rm(&a, m, k), MatRef::rm(&b, k, n));
+    let ab = naive(&am, &bm);
+    for (alpha, beta) in [
+        (1.0f32, 1.0f32),
+        (0.5, 1.0),
+        (-2.0, 0.25),
+        (1.0, 0.0),
+        (0.0, 3.0),
+    ] {
+        let mut c = c0.clone();
+        sgemm(alpha, am, bm, beta, &mut c);
+        for i in 0..m * n {
+            let want = alpha as f64 * ab[i] + beta as f64 * c0[i] as f64;
+            assert!(
+                close(c[i], want, k as f64 * 0.25 + 1.0, k),
+                "alpha {alpha} beta {beta}: {} vs {want}",
+                c[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn parallel_is_bit_identical_to_serial() {
+    for &(m, k, n) in &[
+        (300, 300, 300),
+        (20, 500, 700),
+        (700, 64, 20),
+        (1, 2000, 300),
+    ] {
+        let a = rand(m * k, 11);
+        let b = rand(k * n, 12);
+        let (am, bm) = (MatRef::rm(&a, m, k), MatRef::rm(&b, k, n));
+        let mut s = vec![0.0f32; m * n];
+        let mut p = vec![0.0f32; m * n];
+        sgemm(1.0, am, bm, 0.0, &mut s);
+        sgemm_par(1.0, am, bm, 0.0, &mut p);
+        assert_eq!(s, p, "{m}x{k}x{n}");
+        // and on a pool of another size
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .expect("pool");
+        let mut q = vec![0.0f32; m * n];
+        pool.install(|| sgemm_par(1.0, am, bm, 0.0, &mut q));
+        assert_eq!(s, q, "{m}x{k}x{n} on 3 threads");
+    }
+}
+
+#[test]
+fn image_layout_writes_each_image_in_nchw() {
+    // [cout, images x hw] product stored as images x [cout, hw]: the plain product, permuted.
+    for &(cout, k, hw, images) in &[
+        (16, 27, 1024, 2),
+        (7, 40, 4, 9),
+        (32, 300, 16, 5),
+        (5, 3, 1, 40),
+    ] {
+        let n = hw * images;
+        let a = rand(cout * k, 21);
+        let b = rand(k * n, 22);
+        let (am, bm) = (MatRef::rm(&a, cout, k), MatRef::rm(&b, k, n));
+        let mut plain = vec![0.0f32; cout * n];
+        sgemm(1.0, am, bm, 0.0, &mut plain);
+        let mut y = vec![f32::NAN; cout * n];
+        gemm(
+            1.0,
+            &am,
+            &bm,
+            0.0,
+            &mut y,
+            CLayout::images(cout, hw, images),
+            true,
+        );
+        for img in 0..images {
+            for co in 0..cout {
+                for p in 0..hw {
+                    assert_eq!(
+                        y[img * cout * hw + co * hw + p],
+                        plain[co * n + img * hw + p],
+                        "cout {cout} hw {hw} images {images}"
+                    );
+                }
+            }
+        }
+        // accumulating into it (beta 1) does what it does on the plain layout
+        gemm(
+            1.0,
+            &am,
+            &bm,
+            1.0,
+            &mut y,
+            CLayout::images(cout, hw, images),
+            false,
+        );
+        sgemm(1.0, am, bm, 1.0, &mut plain);
+        for img in 0..images {
+            for co in 0..cout {
+                for p in 0..hw {
+                    assert_eq!(
+                        y[img * cout * hw + co * hw + p],
+                        plain[co * n + img * hw + p]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn empty_and_zero_depth_products() {
+    let mut c = vec![3.0f32; 6];
+    // k = 0: C = beta C
+    sgemm(
+        1.0,
+        MatRef::rm(&[], 2, 0),
+        MatRef::rm(&[], 0, 3),
+        0.5,
+        &mut c,
+    );
+    assert_eq!(c, vec![1.5; 6]);
+    sgemm(
+        1.0,
+        MatRef::rm(&[], 2, 0),
+        MatRef::rm(&[], 0, 3),
+        0.0,
+        &mut c,
+    );
+    assert_eq!(c, vec![0.0; 6]);
+    let mut e: Vec<f32> = Vec::new();
+    sgemm(
+        1.0,
+        MatRef::rm(&[], 0, 4),
+        MatRef::rm(&[0.0; 12], 4, 3),
+        0.0,
+        &mut e,
+    );
+}
+
+#[test]
+#[should_panic(expected = "gemm C layout")]
+fn a_c_too_small_is_a_caller_bug_caught_before_any_write() {
+    let a = [1.0f32; 4];
+    let mut c = [0.0f32; 3];
+    sgemm(1.0, MatRef::rm(&a, 2, 2), MatRef::rm(&a, 2, 2), 0.0, &mut c);
+}
+
+#[test]
+fn nt_dot_products_match_naive() {
+    // m % 3, n % 4 and len % 8 tails, len past the 512-pixel block, row strides > len
+    for &(m, n, len, ld_extra) in &[
+        (1, 1, 1, 0),
+        (3, 4, 8, 0),
+        (5, 7, 13, 3),
+        (16, 144, 1024, 0),
+        (7, 10, 1300, 5),
+    ] {
+        let (lda, ldb) = (len + ld_extra, len + 2 * ld_extra);
+        let a = rand((m - 1) * lda + len, 31);
+        let b = rand((n - 1) * ldb + len, 32);
+        let c0 = rand(m * n, 33);
+        let mut c = c0.clone();
+        gemm_nt_acc(m, n, len, &a, lda, &b, ldb, &mut c, n);
+        for i in 0..m {
+            for j in 0..n {
+                let dot: f64 = (0..len)
+                    .map(|p| a[i * lda + p] as f64 * b[j * ldb + p] as f64)
+                    .sum();
+                let want = c0[i * n + j] as f64 + dot;
+                assert!(
+                    close(c[i * n + j], want, len as f64 * 0.25 + 1.0, len),
+                    "{m}x{n}x{len}: {} vs {want}",
+                    c[i * n + j]
                 );
             }
         }

@@ -1,0 +1,165 @@
+//! Register-blocked microkernels: one MR x NR tile of C from a packed A micro-panel (kc x MR,
+//! k-major) and a packed B micro-panel (kc x NR, k-major).
+//!
+//! The x86-64 kernel is AVX2 + FMA through `std::arch` behind a run-time check, so one binary
+//! runs on every x86-64 CPU at the speed of the one it finds (`wide` picks its instruction set
+//! at compile time, which would tie the binary to the build machine's CPU). Elsewhere a `wide`
+//! kernel of the same shape is used (NEON on aarch64). Both sum over k in order, one product at
+//! a time, so a tile's result depends only on its inputs, never on how the work was split.
+
+pub const MR: usize = 6;
+pub const NR: usize = 16;
+
+/// How a tile is combined with what C held.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Store {
+    /// C = alpha * AB (C is not read: it may hold garbage or NaN).
+    Overwrite,
+    /// C = C + alpha * AB.
+    Accumulate,
+}
+
+/// The kernel chosen for this CPU, looked up once.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Isa {
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+    Portable,
+}
+
+pub fn isa() -> Isa {
+    use std::sync::OnceLock;
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if std::env::var_os("FRACTALNET_NO_AVX2").is_none()
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+        {
+            return Isa::Avx2Fma;
+        }
+        Isa::Portable
+    })
+}
+
+/// tile(c, row stride rsc, unit column stride) <- alpha * A_panel B_panel (+ C).
+///
+/// # Safety
+/// `a` holds `kc * MR` and `b` `kc * NR` readable floats; `c + i * rsc + j` is writable (and
+/// readable for `Store::Accumulate`) for i < MR, j < NR.
+#[inline]
+pub unsafe fn tile(
+    isa: Isa,
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rsc: usize,
+    alpha: f32,
+    store: Store,
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: Avx2Fma is only chosen when the CPU has AVX2 and FMA; the pointer contract
+        // is the caller's.
+        Isa::Avx2Fma => unsafe { x86::tile_6x16(kc, a, b, c, rsc, alpha, store) },
+        // SAFETY: the caller's pointer contract.
+        Isa::Portable => unsafe { portable::tile_6x16(kc, a, b, c, rsc, alpha, store) },
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{MR, NR, Store};
+    use std::arch::x86_64::*;
+
+    /// 12 accumulators (6 rows x 2 vectors of 8), 2 B loads and one broadcast per row and k:
+    /// 15 of the 16 ymm registers; 12 FMAs per k keep both FMA ports of a Zen or Intel core
+    /// busy while the loads (2 + 6 broadcasts) go through the load ports.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tile_6x16(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        rsc: usize,
+        alpha: f32,
+        store: Store,
+    ) {
+        // SAFETY (whole body): the caller guarantees kc*MR floats at a, kc*NR at b, and an
+        // MR x NR tile at c with row stride rsc.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+            let (mut pa, mut pb) = (a, b);
+            for _ in 0..kc {
+                let b0 = _mm256_loadu_ps(pb);
+                let b1 = _mm256_loadu_ps(pb.add(8));
+                // unrolled by the compiler: MR is a constant, acc stays in registers
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let ai = _mm256_broadcast_ss(&*pa.add(i));
+                    row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
+                    row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+                }
+                pa = pa.add(MR);
+                pb = pb.add(NR);
+            }
+            let va = _mm256_set1_ps(alpha);
+            for (i, row) in acc.iter().enumerate() {
+                let pc = c.add(i * rsc);
+                for (h, v) in row.iter().enumerate() {
+                    let p = pc.add(8 * h);
+                    let r = match store {
+                        Store::Overwrite => _mm256_mul_ps(*v, va),
+                        Store::Accumulate => _mm256_fmadd_ps(*v, va, _mm256_loadu_ps(p)),
+                    };
+                    _mm256_storeu_ps(p, r);
+                }
+            }
+        }
+    }
+}
+
+mod portable {
+    use super::{MR, NR, Store};
+    use wide::f32x8;
+
+    pub unsafe fn tile_6x16(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        rsc: usize,
+        alpha: f32,
+        store: Store,
+    ) {
+        // SAFETY (whole body): as for the x86 kernel.
+        unsafe {
+            let a = std::slice::from_raw_parts(a, kc * MR);
+            let b = std::slice::from_raw_parts(b, kc * NR);
+            let mut acc = [[f32x8::ZERO; 2]; MR];
+            for (ak, bk) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+                let b0 = f32x8::from(<[f32; 8]>::try_from(&bk[..8]).unwrap_or_default());
+                let b1 = f32x8::from(<[f32; 8]>::try_from(&bk[8..]).unwrap_or_default());
+                for (row, &ai) in acc.iter_mut().zip(ak) {
+                    let ai = f32x8::splat(ai);
+                    row[0] = ai.mul_add(b0, row[0]);
+                    row[1] = ai.mul_add(b1, row[1]);
+                }
+            }
+            let va = f32x8::splat(alpha);
+            for (i, row) in acc.iter().enumerate() {
+                for (h, v) in row.iter().enumerate() {
+                    let dst = std::slice::from_raw_parts_mut(c.add(i * rsc + 8 * h), 8);
+                    let r = match store {
+                        Store::Overwrite => *v * va,
+                        Store::Accumulate => {
+                            let old = f32x8::from(<[f32; 8]>::try_from(&*dst).unwrap_or_default());
+                            v.mul_add(va, old)
+                        }
+                    };
+                    dst.copy_from_slice(&r.to_array());
+                }
+            }
+        }
+    }
+}
