@@ -7,7 +7,7 @@ use fractalnet::model::stats::stats;
 use fractalnet::model::{Network, Sgd};
 use fractalnet::plan::{FractalConfig, KeepMask};
 use fractalnet::train::checkpoint::{RunSpec, load_training, run_metadata, save_training};
-use fractalnet::train::{self, DataSplits, EpochEnd, EpochMetrics, Recipe, TrainState};
+use fractalnet::train::{self, DataSplits, EpochEnd, EpochMetrics, Recipe, Schedule, TrainState};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -23,8 +23,15 @@ pub enum RecipeName {
     /// The paper's: lr 0.02, momentum 0.9, no weight decay, dropout 0,0.1,0.2,0.3,0.4,
     /// drop-path 50% global / 50% local (p 0.15), batch 100, precise BN.
     Paper,
-    /// For short runs (a few epochs): no dropout, higher learning rate, light weight decay.
+    /// For short runs (a few epochs): no dropout, batch 50, lr 0.05 on a per-step cosine
+    /// schedule, weight decay 5e-4; the paper's drop-path and precise BN.
     Fast,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScheduleArg {
+    Step,
+    Cosine,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -69,6 +76,10 @@ pub struct TrainArgs {
     momentum: Option<f32>,
     #[arg(long)]
     weight_decay: Option<f32>,
+    /// Learning-rate schedule: step (the paper's: /10 each time the remaining epochs halve)
+    /// or cosine (every step, to zero at the end).
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleArg>,
     #[arg(long, value_enum)]
     drop_path: Option<DropPathArg>,
     #[arg(long)]
@@ -233,7 +244,7 @@ fn run_on<B: Backend>(b: &B, a: TrainArgs) -> CliResult<()> {
     };
     let recipe = Recipe {
         epochs: a.epochs.unwrap_or(if fast { 8 } else { 400 }),
-        batch_size: a.batch_size.unwrap_or(100),
+        batch_size: a.batch_size.unwrap_or(if fast { 50 } else { 100 }),
         lr: a.lr.unwrap_or(if fast { 0.05 } else { 0.02 }),
         momentum: a.momentum.unwrap_or(0.9),
         weight_decay: a.weight_decay.unwrap_or(if fast { 5e-4 } else { 0.0 }),
@@ -242,6 +253,12 @@ fn run_on<B: Backend>(b: &B, a: TrainArgs) -> CliResult<()> {
         augment: a.augment.clone().unwrap_or_else(|| "none".into()),
         bn_calib: a.bn_calib.unwrap_or(10_000),
         seed: a.seed,
+        schedule: match a.schedule {
+            Some(ScheduleArg::Step) => Schedule::Step,
+            Some(ScheduleArg::Cosine) => Schedule::Cosine,
+            None if fast => Schedule::Cosine,
+            None => Schedule::Step,
+        },
     };
     recipe.validate()?;
     let mut cfg = base;
@@ -379,7 +396,12 @@ fn train_loop<B: Backend>(
     let total_start = Instant::now();
     while state.epoch < recipe.epochs {
         let epoch = state.epoch;
-        let lr = recipe.lr_at(epoch);
+        // the rate at the epoch's first step (the cosine schedule moves on every step)
+        let lr = recipe.lr_at_step(
+            epoch,
+            0,
+            train::steps_per_epoch(data.train.len(), recipe.batch_size),
+        );
         let bar = ProgressBar::new(data.train.len() as u64);
         bar.set_style(
             ProgressStyle::with_template(

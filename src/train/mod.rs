@@ -28,6 +28,21 @@ pub struct Recipe {
     /// Training images used to calibrate BN statistics (precise BN); 0 = moving averages.
     pub bn_calib: usize,
     pub seed: u64,
+    /// How the learning rate falls over the run (files written before it existed: `Step`).
+    #[serde(default)]
+    pub schedule: Schedule,
+}
+
+/// The learning-rate schedule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// The paper's: divided by 10 each time the remaining epochs halve (per epoch).
+    #[default]
+    Step,
+    /// lr * (1 + cos(pi t / T)) / 2 over the run's T steps, updated every step: for short
+    /// runs, where the step schedule spends its last quarter at 1/100 of the rate or less.
+    Cosine,
 }
 
 impl Recipe {
@@ -47,6 +62,20 @@ impl Recipe {
             k += 1;
         }
         (self.lr as f64 * 0.1f64.powi(k)) as f32
+    }
+
+    /// The learning rate of step `step` (0-based, within the epoch) of `epoch`, for
+    /// `steps_per_epoch` steps per epoch.
+    pub fn lr_at_step(&self, epoch: usize, step: usize, steps_per_epoch: usize) -> f32 {
+        match self.schedule {
+            Schedule::Step => self.lr_at(epoch),
+            Schedule::Cosine => {
+                let total = (self.epochs * steps_per_epoch).max(1) as f64;
+                let t = (epoch * steps_per_epoch + step) as f64;
+                let f = 0.5 * (1.0 + (std::f64::consts::PI * t / total).cos());
+                (self.lr as f64 * f) as f32
+            }
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -311,20 +340,18 @@ pub fn train_epoch<B: Backend>(
     let aug = Augment::parse(&recipe.augment)?;
     let dp = recipe.drop_path();
     let cfg = net.config().clone();
-    sgd.lr = recipe.lr_at(state.epoch);
     let mut order_rng = rng(&state.order_rng)?;
     let mut order: Vec<usize> = (0..data.train.len()).collect();
     order_rng.shuffle(&mut order);
     let mut batches: Vec<&[usize]> = order.chunks(recipe.batch_size).collect();
-    if batches.len() > 1 && batches.last().is_some_and(|c| c.len() < 2) {
-        batches.pop();
-    }
+    batches.truncate(steps_per_epoch(order.len(), recipe.batch_size));
     let (mut aug_rng, mut dp_rng, mut do_rng) = (
         rng(&state.augment_rng)?,
         rng(&state.droppath_rng)?,
         rng(&state.dropout_rng)?,
     );
     for chunk in batches.iter().skip(state.step_in_epoch) {
+        sgd.lr = recipe.lr_at_step(state.epoch, state.step_in_epoch, batches.len());
         if stop.load(std::sync::atomic::Ordering::SeqCst) {
             state.augment_rng = aug_rng.state();
             state.droppath_rng = dp_rng.state();
@@ -391,6 +418,17 @@ pub fn train_epoch<B: Backend>(
     Ok(EpochEnd::Finished(totals))
 }
 
+/// Mini-batches per epoch over `n` images: a last batch of one image is dropped
+/// (BatchNorm needs two samples).
+pub fn steps_per_epoch(n: usize, batch_size: usize) -> usize {
+    let chunks = n.div_ceil(batch_size.max(1));
+    if chunks > 1 && n % batch_size.max(1) == 1 {
+        chunks - 1
+    } else {
+        chunks
+    }
+}
+
 /// One line of RUN_DIR/metrics.jsonl.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EpochMetrics {
@@ -404,4 +442,68 @@ pub struct EpochMetrics {
     pub val_loss_columns: Option<Vec<f64>>,
     pub seconds: f64,
     pub images_per_s: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recipe(epochs: usize, schedule: Schedule) -> Recipe {
+        Recipe {
+            epochs,
+            batch_size: 100,
+            lr: 0.02,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            global_ratio: 0.5,
+            local_p: 0.15,
+            augment: "none".into(),
+            bn_calib: 0,
+            seed: 0,
+            schedule,
+        }
+    }
+
+    #[test]
+    fn step_schedule_divides_by_ten_as_the_remaining_epochs_halve() {
+        let r = recipe(8, Schedule::Step);
+        // remaining 8..5 -> lr; 4, 3 -> lr/10; 2 -> lr/100; 1 -> lr/1000 (SPEC: at 1/2, 3/4, 7/8)
+        let want = [0.02, 0.02, 0.02, 0.02, 0.002, 0.002, 0.0002, 0.00002];
+        for (e, w) in want.iter().enumerate() {
+            let got = r.lr_at(e);
+            assert!((got - w).abs() <= 1e-9, "epoch {e}: {got} vs {w}");
+            // per step it is constant within the epoch
+            assert_eq!(r.lr_at_step(e, 37, 550), got);
+        }
+    }
+
+    #[test]
+    fn cosine_schedule_runs_from_lr_to_zero() {
+        let r = recipe(4, Schedule::Cosine);
+        let spe = 10;
+        assert_eq!(r.lr_at_step(0, 0, spe), 0.02);
+        // half way: (1 + cos(pi/2)) / 2 = 1/2
+        assert!((r.lr_at_step(2, 0, spe) - 0.01).abs() < 1e-9);
+        // a quarter: (1 + cos(pi/4)) / 2
+        let q = 0.02 * (1.0 + std::f64::consts::FRAC_1_SQRT_2) / 2.0;
+        assert!((r.lr_at_step(1, 0, spe) as f64 - q).abs() < 1e-9);
+        // the last step is just above zero, and the rate never rises
+        let last = r.lr_at_step(3, 9, spe) as f64;
+        let want = 0.02 * (1.0 + (std::f64::consts::PI * 39.0 / 40.0).cos()) / 2.0;
+        assert!(last > 0.0 && (last - want).abs() < 1e-9, "{last} vs {want}");
+        let all: Vec<f32> = (0..4)
+            .flat_map(|e| (0..spe).map(move |s| (e, s)))
+            .map(|(e, s)| r.lr_at_step(e, s, spe))
+            .collect();
+        assert!(all.windows(2).all(|w| w[1] <= w[0]));
+    }
+
+    #[test]
+    fn a_last_batch_of_one_image_is_dropped() {
+        assert_eq!(steps_per_epoch(55_000, 100), 550);
+        assert_eq!(steps_per_epoch(501, 100), 5);
+        assert_eq!(steps_per_epoch(502, 100), 6);
+        assert_eq!(steps_per_epoch(1, 100), 1);
+        assert_eq!(steps_per_epoch(0, 100), 0);
+    }
 }
