@@ -48,9 +48,12 @@ pub struct BenchArgs {
     /// Time a model file instead of a fresh network (eval mode).
     #[arg(long)]
     checkpoint: Option<PathBuf>,
-    /// Timed steps (after 2 warm-up steps).
+    /// Timed steps (after the warm-up steps).
     #[arg(long, default_value_t = 20)]
     steps: usize,
+    /// Untimed warm-up steps before the timed ones.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
     /// cpu, vulkan, vulkan:N, or auto.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -77,14 +80,27 @@ impl super::device::OnBackend for BenchArgs {
 }
 
 fn bench_on<B: Backend>(b: &B, a: BenchArgs) -> CliResult<()> {
-    let mut net = match &a.checkpoint {
-        Some(p) => load_model(p, b)?.0,
+    let (mut net, file_column) = match &a.checkpoint {
+        Some(p) => {
+            let (net, meta) = load_model(p, b)?;
+            (net, meta.column)
+        }
         None => {
             let ch: Vec<usize> = parse_list("--channels", &a.channels)?;
             let mut cfg = FractalConfig::new(a.columns, ch, a.in_channels, a.classes);
             cfg.blocks = cfg.channels.len();
-            Network::new(b, &cfg, 0)?
+            (Network::new(b, &cfg, 0)?, None)
         }
+    };
+    // An extracted file holds one column: time that column (as `eval` does), not the full
+    // network with the other columns at their initial values.
+    let column = match (a.column, file_column) {
+        (Some(c), Some(fc)) if c != fc => {
+            return Err(CliError::Usage(format!(
+                "--column {c}: the checkpoint holds only column {fc}"
+            )));
+        }
+        (c, fc) => c.or(fc),
     };
     let cfg = net.config().clone();
     let n = a.batch_size;
@@ -96,12 +112,15 @@ fn bench_on<B: Backend>(b: &B, a: BenchArgs) -> CliResult<()> {
     let y = b.from_host(Shape::new([n]), &labels)?;
     let mut sgd = Sgd::new(b, &net.params, 0.01, 0.9, 0.0)?;
     let mut rng = SeededRng::new(0);
-    let eval_mask = match a.column {
+    let eval_mask = match column {
         Some(c) => KeepMask::column(&cfg, c)?,
         None => KeepMask::all(&cfg),
     };
     let st = stats(&net.plan, n);
     let mut flops = 0f64;
+    // The drop-path masks of the timed steps (train mode, --drop-path mix), so that another
+    // engine can replay exactly the same sub-networks (tools/compare-pytorch).
+    let mut masks: Vec<String> = Vec::new();
     let mut step = |net: &mut Network<B>, count: bool| -> CliResult<()> {
         match a.mode {
             BenchMode::Train => {
@@ -122,19 +141,27 @@ fn bench_on<B: Backend>(b: &B, a: BenchArgs) -> CliResult<()> {
                         .sum::<usize>()
                         + 2 * net.plan.features * cfg.classes;
                     flops += 3.0 * f as f64 * n as f64;
+                    if a.drop_path == BenchDropPath::Mix {
+                        masks.push(
+                            mask.keep
+                                .iter()
+                                .map(|&k| if k { '1' } else { '0' })
+                                .collect(),
+                        );
+                    }
                 }
                 let (loss, _) = net.train_step(b, &x, &y, &mask, rng.next_u64(), &mut sgd)?;
                 b.to_host(&loss)?;
             }
             BenchMode::Eval => {
-                let stats_sel = net.stats_for(a.column);
+                let stats_sel = net.stats_for(column);
                 let l = net
                     .forward(b, &x, &eval_mask, Mode::Eval { stats: stats_sel })?
                     .logits;
                 b.to_host(&l)?;
                 if count {
-                    flops += (if a.column.is_some() {
-                        st.column_flops_per_image[a.column.unwrap_or(0)]
+                    flops += (if let Some(c) = column {
+                        st.column_flops_per_image[c]
                     } else {
                         st.flops_per_image
                     }) as f64
@@ -144,31 +171,50 @@ fn bench_on<B: Backend>(b: &B, a: BenchArgs) -> CliResult<()> {
         }
         Ok(())
     };
-    for _ in 0..2 {
+    // Resident memory once the network, optimiser state and input exist (Linux only): with
+    // --warmup 0 --steps 1, peak_rss_bytes - rss_before_steps_bytes is the peak of one step.
+    // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0), so that the
+    // set-up before this point does not count.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let rss_before = proc_status_bytes("VmRSS");
+    for _ in 0..a.warmup {
         step(&mut net, false)?;
     }
     b.sync()?;
     let base = alloc::live();
     alloc::reset_peak();
+    let mut step_ms = Vec::with_capacity(a.steps);
     let start = Instant::now();
     for _ in 0..a.steps {
+        let t = Instant::now();
         step(&mut net, true)?;
+        b.sync()?;
+        step_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     b.sync()?;
     let secs = start.elapsed().as_secs_f64();
+    let peak_rss = proc_status_bytes("VmHWM");
     let peak = alloc::peak().saturating_sub(base);
     let ms = secs * 1e3 / a.steps as f64;
     let ips = (a.steps * n) as f64 / secs;
     let gflops = flops / secs / 1e9;
     if a.json {
-        println!(
-            "{}",
-            json!({
-                "images_per_s": ips, "ms_per_step": ms, "gflops": gflops, "peak_step_bytes": peak,
-                "mode": format!("{:?}", a.mode).to_lowercase(), "batch_size": n, "columns": cfg.columns,
-                "steps": a.steps, "device": b.name(),
-            })
-        );
+        let mut v = json!({
+            "images_per_s": ips, "ms_per_step": ms, "gflops": gflops, "peak_step_bytes": peak,
+            "mode": format!("{:?}", a.mode).to_lowercase(), "batch_size": n, "columns": cfg.columns,
+            "steps": a.steps, "device": b.name(),
+            "warmup": a.warmup, "step_ms": step_ms,
+        });
+        if let (Some(before), Some(hwm)) = (rss_before, peak_rss) {
+            v["rss_before_steps_bytes"] = json!(before);
+            v["peak_rss_bytes"] = json!(hwm);
+        }
+        if !masks.is_empty() {
+            // keep[b, j, c] in row-major order, '1' = kept (shared/SPEC.md).
+            v["mask_shape"] = json!([cfg.blocks, cfg.joins_per_block(), cfg.columns]);
+            v["masks"] = json!(masks);
+        }
+        println!("{v}");
     } else {
         println!(
             "{} C={} batch {}: {:.1} images/s, {:.2} ms/step, {:.1} GFLOP/s, peak memory of a step {:.1} MiB (on {})",
@@ -186,4 +232,14 @@ fn bench_on<B: Backend>(b: &B, a: BenchArgs) -> CliResult<()> {
         );
     }
     Ok(())
+}
+
+/// A `VmRSS` / `VmHWM` (kB) line of /proc/self/status in bytes; `None` off Linux.
+fn proc_status_bytes(key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
 }
