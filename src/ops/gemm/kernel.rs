@@ -47,6 +47,8 @@ pub fn isa() -> Isa {
 /// # Safety
 /// `a` holds `kc * MR` and `b` `kc * NR` readable floats; `c + i * rsc + j` is writable (and
 /// readable for `Store::Accumulate`) for i < MR, j < NR.
+// BLIS's microkernel signature: the panels, the tile's address and stride, and the store.
+#[allow(clippy::too_many_arguments)]
 #[inline]
 pub unsafe fn tile(
     isa: Isa,
