@@ -32,11 +32,24 @@ pub trait OnBackend {
     fn run<B: Backend>(self, b: &B) -> CliResult<()>;
 }
 
+/// Runs `task` on the CPU backend from one of rayon's worker threads. The ops' parallel loops
+/// then share their work with the other workers directly; called from outside the pool, each
+/// loop would be handed to the pool while the calling thread sleeps until it is done, a futex
+/// round trip per op that dominated batch-1 inference (30% of its profile).
+fn run_on_cpu(task: impl OnBackend + Send, threads: Option<usize>) -> CliResult<()> {
+    let c = Cpu::with_threads(threads.unwrap_or(0));
+    rayon::scope(|_| task.run(&c))
+}
+
 /// Opens the chosen device, says which in one line (on stderr), and runs `task` on it.
-pub fn dispatch(device: &str, threads: Option<usize>, task: impl OnBackend) -> CliResult<()> {
+pub fn dispatch(
+    device: &str,
+    threads: Option<usize>,
+    task: impl OnBackend + Send,
+) -> CliResult<()> {
     let cpu = || Cpu::with_threads(threads.unwrap_or(0));
     match parse(device)? {
-        DeviceChoice::Cpu => task.run(&cpu()),
+        DeviceChoice::Cpu => run_on_cpu(task, threads),
         DeviceChoice::Vulkan(i) => {
             let v = Vulkan::new(i)?;
             eprintln!("device: {}", v.name());
@@ -52,17 +65,15 @@ pub fn dispatch(device: &str, threads: Option<usize>, task: impl OnBackend) -> C
                     task.run(&v)
                 }
                 Some(Err(e)) => {
-                    let c = cpu();
                     eprintln!(
                         "device: {} (auto: the Vulkan GPU failed to open: {e})",
-                        c.name()
+                        cpu().name()
                     );
-                    task.run(&c)
+                    run_on_cpu(task, threads)
                 }
                 None => {
-                    let c = cpu();
-                    eprintln!("device: {} (auto: no Vulkan GPU found)", c.name());
-                    task.run(&c)
+                    eprintln!("device: {} (auto: no Vulkan GPU found)", cpu().name());
+                    run_on_cpu(task, threads)
                 }
             }
         }
