@@ -3,6 +3,7 @@
 //! digits over 50k values. The element-wise passes are parallel over planes. Every reduction
 //! has a fixed order: results do not depend on the thread count.
 
+use crate::ops::min_items;
 use rayon::prelude::*;
 use wide::f32x8;
 
@@ -30,6 +31,7 @@ fn plane_sum(p: &[f32], fv: impl Fn(f32x8) -> f32x8, fs: impl Fn(f32) -> f32) ->
 pub fn stats(x: &[f32], [n, c, hw]: [usize; 3]) -> (Vec<f32>, Vec<f32>) {
     let per: Vec<(f32, f32)> = (0..c)
         .into_par_iter()
+        .with_min_len(min_items(n * hw))
         .map(|ch| {
             let plane = |i: usize| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw];
             let s: f64 = (0..n).map(|i| plane_sum(plane(i), |v| v, |v| v)).sum();
@@ -76,6 +78,7 @@ pub fn apply(
     y.par_chunks_mut(hw)
         .zip(x.par_chunks(hw))
         .enumerate()
+        .with_min_len(min_items(hw))
         .for_each(|(p, (yp, xp))| {
             let ch = p % c;
             let (s, t) = (f32x8::splat(scale[ch]), f32x8::splat(shift[ch]));
@@ -122,6 +125,7 @@ pub fn backward(
     // per channel: sum g and sum g (x - mean); dgamma = inv * the latter
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
+        .with_min_len(min_items(n * hw))
         .map(|ch| {
             let (mut sg, mut sgx) = (0.0f64, 0.0f64);
             let mv = f32x8::splat(mean[ch]);
@@ -149,31 +153,34 @@ pub fn backward(
     let dbeta: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
     let dgamma: Vec<f32> = sums.iter().map(|s| s.1 as f32).collect();
     let mut dx = vec![0.0f32; x.len()];
-    dx.par_chunks_mut(hw).enumerate().for_each(|(p, dxp)| {
-        let ch = p % c;
-        let inv = 1.0 / (var[ch] + eps).sqrt();
-        let k = gamma[ch] * inv;
-        let mb = (sums[ch].0 / m) as f32;
-        let mgx = (sums[ch].1 / m) as f32;
-        let r = p * hw..(p + 1) * hw;
-        let (xp, yp, dp) = (&x[r.clone()], &y[r.clone()], &dy[r]);
-        let (kv, mbv, mgv, mv, iv) = (
-            f32x8::splat(k),
-            f32x8::splat(mb),
-            f32x8::splat(mgx),
-            f32x8::splat(mean[ch]),
-            f32x8::splat(inv),
-        );
-        for j in (0..n8).step_by(8) {
-            let g = masked(ld(&yp[j..j + 8]), ld(&dp[j..j + 8]));
-            let xhat = (ld(&xp[j..j + 8]) - mv) * iv;
-            dxp[j..j + 8].copy_from_slice(&(kv * (g - mbv - xhat * mgv)).to_array());
-        }
-        for j in n8..hw {
-            let xhat = (xp[j] - mean[ch]) * inv;
-            dxp[j] = k * (masked_s(yp[j], dp[j]) - mb - xhat * mgx);
-        }
-    });
+    dx.par_chunks_mut(hw)
+        .enumerate()
+        .with_min_len(min_items(hw))
+        .for_each(|(p, dxp)| {
+            let ch = p % c;
+            let inv = 1.0 / (var[ch] + eps).sqrt();
+            let k = gamma[ch] * inv;
+            let mb = (sums[ch].0 / m) as f32;
+            let mgx = (sums[ch].1 / m) as f32;
+            let r = p * hw..(p + 1) * hw;
+            let (xp, yp, dp) = (&x[r.clone()], &y[r.clone()], &dy[r]);
+            let (kv, mbv, mgv, mv, iv) = (
+                f32x8::splat(k),
+                f32x8::splat(mb),
+                f32x8::splat(mgx),
+                f32x8::splat(mean[ch]),
+                f32x8::splat(inv),
+            );
+            for j in (0..n8).step_by(8) {
+                let g = masked(ld(&yp[j..j + 8]), ld(&dp[j..j + 8]));
+                let xhat = (ld(&xp[j..j + 8]) - mv) * iv;
+                dxp[j..j + 8].copy_from_slice(&(kv * (g - mbv - xhat * mgv)).to_array());
+            }
+            for j in n8..hw {
+                let xhat = (xp[j] - mean[ch]) * inv;
+                dxp[j] = k * (masked_s(yp[j], dp[j]) - mb - xhat * mgx);
+            }
+        });
     (dx, dgamma, dbeta)
 }
 

@@ -8,6 +8,7 @@
 use super::ConvGeom;
 use crate::ops::gemm::kernel::NR;
 use crate::ops::gemm::{CLayout, MatRef, PackB, gemm, gemm_nt_acc, sgemm};
+use crate::ops::min_items;
 use rayon::prelude::*;
 
 /// GEMM columns (images x output pixels) a group aims for.
@@ -305,7 +306,7 @@ fn with_padded<R>(g: &ConvGeom, x: &[f32], f: impl FnOnce(&Im2colB<'_>) -> R) ->
         let xp = scratch(padbuf, planes * hp * wp);
         xp.par_chunks_mut(hp * wp)
             .zip(x.par_chunks(g.h * g.w))
-            .with_min_len(8)
+            .with_min_len(min_items(hp * wp))
             .for_each(|(dst, src)| {
                 dst[..g.pad * wp].fill(0.0);
                 dst[(g.pad + g.h) * wp..].fill(0.0);

@@ -1,4 +1,5 @@
 use super::Pool2dParams;
+use crate::ops::min_items;
 use rayon::prelude::*;
 use wide::f32x4;
 
@@ -68,7 +69,7 @@ pub fn max_backward(
 
 /// Planes per rayon task: small planes (4x4, 2x2) are batched so a task is worth scheduling.
 fn planes_per_task(hw: usize) -> usize {
-    (4096 / hw.max(1)).max(1)
+    min_items(hw)
 }
 
 /// beats() on 4 lanes, as a mask.
@@ -222,6 +223,7 @@ pub(crate) fn max_forward_generic(
     let mut y = vec![0.0f32; n * c * ho * wo];
     y.par_chunks_mut(ho * wo)
         .zip(x.par_chunks(h * w))
+        .with_min_len(min_items(h * w))
         .for_each(|(yp, xp)| {
             for oy in 0..ho {
                 for ox in 0..wo {
@@ -243,6 +245,7 @@ pub(crate) fn max_backward_generic(
     dx.par_chunks_mut(h * w)
         .zip(x.par_chunks(h * w))
         .zip(dy.par_chunks(ho * wo))
+        .with_min_len(min_items(h * w))
         .for_each(|((dxp, xp), dyp)| {
             for oy in 0..ho {
                 for ox in 0..wo {
