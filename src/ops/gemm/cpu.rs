@@ -11,7 +11,7 @@
 //! by the serial driver: every element of C is summed in the same order whatever the thread
 //! count, so results are bit-identical on 1, 2 or 64 threads.
 
-use super::kernel::{self, Isa, MR, NR, Store};
+use super::kernel::{self, APanel, Isa, MR, NR, Store};
 use super::pack::{PackA, PackB};
 use std::cell::RefCell;
 use std::ops::Range;
@@ -22,8 +22,13 @@ const NC: usize = 4096;
 /// NC when all of M fits one A block: each packed B block is then used by that one block
 /// right after packing, so it should stay in L2 rather than spill to L3.
 const NC_ONE_A_BLOCK: usize = 256;
-/// Below this many multiply-adds a parallel call stays on the calling thread.
-const PAR_MIN_MACS: usize = 1 << 18;
+/// Below this many multiply-adds a parallel call stays on the calling thread: handing a few
+/// microseconds of work to another thread costs about as much as it saves.
+const PAR_MIN_MACS: usize = 1 << 20;
+/// Products with at most this many columns read a row-major A in place instead of packing
+/// it: packing copies all of A, which costs as much as the arithmetic when each row of A
+/// meets only a few columns of B (a convolution at batch 1 on 2x2..8x8 images).
+const IN_PLACE_A_MAX_N: usize = 256;
 
 /// A read-only strided matrix view: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -260,18 +265,39 @@ fn serial<A: PackA, B: PackB>(
 ) {
     let k = a.depth();
     let body = |(abuf, bbuf): &mut (Vec<Line>, Vec<Line>)| {
-        let sweep = |ap: &[f32], bp: &[f32], (ic, mc), (jc, nc), kc, store| {
+        let sweep = |ap: ASrc<'_>, bp: &[f32], (ic, mc), (jc, nc), kc, store| {
             macro_kernel(isa, kc, ap, bp, (ic, mc), (jc, nc), c, lay, alpha, store)
         };
         if rows.len() <= MC {
-            // One A block: packed once per depth block, then every column block sweeps
-            // under it. Small packed B blocks stay in L2 between packing and use.
+            // One A block: packed once per depth block (or read in place when B is narrow),
+            // then every column block sweeps under it. Small packed B blocks stay in L2
+            // between packing and use.
             let mc = rows.len();
+            let in_place = a.in_place().filter(|_| cols.len() <= IN_PLACE_A_MAX_N);
             for pc in (0..k).step_by(KC) {
                 let kc = KC.min(k - pc);
                 let store = if pc == 0 { store0 } else { Store::Accumulate };
-                let ap = floats(abuf, mc.div_ceil(MR) * MR * kc);
-                a.pack_a(rows.start, mc, pc, kc, ap);
+                let ap = match in_place {
+                    None => {
+                        let ap = floats(abuf, mc.div_ceil(MR) * MR * kc);
+                        a.pack_a(rows.start, mc, pc, kc, ap);
+                        ASrc::Packed(ap)
+                    }
+                    Some((data, lda)) => {
+                        // whole panels are read in place; a partial last one is packed
+                        let whole = mc / MR * MR;
+                        let tail = floats(abuf, MR * kc);
+                        if whole < mc {
+                            a.pack_a(rows.start + whole, mc - whole, pc, kc, tail);
+                        }
+                        ASrc::InPlace {
+                            data,
+                            lda,
+                            p0: pc,
+                            tail,
+                        }
+                    }
+                };
                 for jc in cols.clone().step_by(NC_ONE_A_BLOCK) {
                     let nc = NC_ONE_A_BLOCK.min(cols.end - jc);
                     let bp = floats(bbuf, nc.div_ceil(NR) * NR * kc);
@@ -292,7 +318,7 @@ fn serial<A: PackA, B: PackB>(
                     let mc = MC.min(rows.end - ic);
                     let ap = floats(abuf, mc.div_ceil(MR) * MR * kc);
                     a.pack_a(ic, mc, pc, kc, ap);
-                    sweep(ap, bp, (ic, mc), (jc, nc), kc, store);
+                    sweep(ASrc::Packed(ap), bp, (ic, mc), (jc, nc), kc, store);
                 }
             }
         }
@@ -303,13 +329,50 @@ fn serial<A: PackA, B: PackB>(
     });
 }
 
+/// Where the kernels read one A block from: packed panels, or a row-major matrix in place
+/// (rows `lda` apart, depth from `p0`) with only its partial last panel packed (`tail`).
+#[derive(Clone, Copy)]
+enum ASrc<'a> {
+    Packed(&'a [f32]),
+    InPlace {
+        data: &'a [f32],
+        lda: usize,
+        p0: usize,
+        tail: &'a [f32],
+    },
+}
+
+impl ASrc<'_> {
+    /// Panel `r` of the block: rows ib..ib + h, depth kc.
+    fn panel(&self, r: usize, ib: usize, h: usize, kc: usize) -> APanel {
+        match *self {
+            ASrc::Packed(ap) => APanel::packed(ap[r * kc * MR..(r + 1) * kc * MR].as_ptr()),
+            ASrc::InPlace { tail, .. } if h < MR => APanel::packed(tail[..kc * MR].as_ptr()),
+            ASrc::InPlace { data, lda, p0, .. } => {
+                // rows ib..ib + MR are inside A (a whole panel) and p0 + kc <= A's depth, so
+                // every (i, k) the kernel reads, (ib + i) * lda + p0 + k, is inside `data`
+                // (`in_place` vouches for the view's span)
+                assert!(
+                    (ib + MR - 1) * lda + p0 + kc <= data.len(),
+                    "in-place A panel span"
+                );
+                APanel {
+                    ptr: data[ib * lda + p0..].as_ptr(),
+                    rs: lda,
+                    cs: 1,
+                }
+            }
+        }
+    }
+}
+
 /// Every tile of one packed A block (rows ic.., mc) against one packed B block (columns
 /// jc.., nc): the B micro-panel stays in L1 while the A micro-panels stream past.
 #[allow(clippy::too_many_arguments)]
 fn macro_kernel(
     isa: Isa,
     kc: usize,
-    ap: &[f32],
+    ap: ASrc<'_>,
     bp: &[f32],
     (ic, mc): (usize, usize),
     (jc, nc): (usize, usize),
@@ -322,9 +385,10 @@ fn macro_kernel(
         let jb = jc + q * NR;
         let w = NR.min(jc + nc - jb);
         let contiguous = w == NR && jb % lay.seg + NR <= lay.seg;
-        for (r, apanel) in ap.chunks_exact(kc * MR).take(mc.div_ceil(MR)).enumerate() {
+        for r in 0..mc.div_ceil(MR) {
             let ib = ic + r * MR;
             let h = MR.min(ic + mc - ib);
+            let apanel = ap.panel(r, ib, h, kc);
             if contiguous && h == MR {
                 // SAFETY: the tile's MR rows and NR columns are inside C (checked by
                 // valid_for), and NR columns from jb are consecutive addresses (same segment).
@@ -332,7 +396,7 @@ fn macro_kernel(
                     kernel::tile(
                         isa,
                         kc,
-                        apanel.as_ptr(),
+                        apanel,
                         bpanel.as_ptr(),
                         c.0.add(lay.off(ib, jb)),
                         lay.rs,
@@ -364,7 +428,7 @@ fn macro_kernel(
 fn edge_tile(
     isa: Isa,
     kc: usize,
-    apanel: &[f32],
+    apanel: APanel,
     bpanel: &[f32],
     c: CPtr,
     lay: CLayout,
@@ -379,7 +443,7 @@ fn edge_tile(
         kernel::tile(
             isa,
             kc,
-            apanel.as_ptr(),
+            apanel,
             bpanel.as_ptr(),
             tile.as_mut_ptr().cast::<f32>(),
             NR,

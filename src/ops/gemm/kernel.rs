@@ -42,67 +42,93 @@ pub fn isa() -> Isa {
     })
 }
 
+/// Where a kernel reads A's MR x kc values: a(i, k) at `ptr + i * rs + k * cs`. A packed
+/// panel is (rs 1, cs MR); a row-major matrix read in place is (rs = its row stride, cs 1).
+#[derive(Clone, Copy)]
+pub struct APanel {
+    pub ptr: *const f32,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl APanel {
+    pub fn packed(ptr: *const f32) -> Self {
+        APanel { ptr, rs: 1, cs: MR }
+    }
+    fn is_packed(&self) -> bool {
+        self.rs == 1 && self.cs == MR
+    }
+}
+
 /// tile(c, row stride rsc, unit column stride) <- alpha * A_panel B_panel (+ C).
 ///
 /// # Safety
-/// `a` holds `kc * MR` and `b` `kc * NR` readable floats; `c + i * rsc + j` is writable (and
-/// readable for `Store::Accumulate`) for i < MR, j < NR.
+/// `a` addresses MR x kc readable floats; `b` holds `kc * NR` readable floats;
+/// `c + i * rsc + j` is writable (and readable for `Store::Accumulate`) for i < MR, j < NR.
 // BLIS's microkernel signature: the panels, the tile's address and stride, and the store.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub unsafe fn tile(
     isa: Isa,
     kc: usize,
-    a: *const f32,
+    a: APanel,
     b: *const f32,
     c: *mut f32,
     rsc: usize,
     alpha: f32,
     store: Store,
 ) {
-    match isa {
+    // The packed case gets its own instance with constant strides: the large-GEMM path keeps
+    // exactly the code it had.
+    match (isa, a.is_packed()) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Avx2Fma is only chosen when the CPU has AVX2 and FMA; the pointer contract
         // is the caller's.
-        Isa::Avx2Fma => unsafe { x86::tile_6x16(kc, a, b, c, rsc, alpha, store) },
+        (Isa::Avx2Fma, true) => unsafe { x86::tile_6x16::<true>(kc, a, b, c, rsc, alpha, store) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        (Isa::Avx2Fma, false) => unsafe { x86::tile_6x16::<false>(kc, a, b, c, rsc, alpha, store) },
         // SAFETY: the caller's pointer contract.
-        Isa::Portable => unsafe { portable::tile_6x16(kc, a, b, c, rsc, alpha, store) },
+        (Isa::Portable, _) => unsafe { portable::tile_6x16(kc, a, b, c, rsc, alpha, store) },
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{MR, NR, Store};
+    use super::{APanel, MR, NR, Store};
     use std::arch::x86_64::*;
 
     /// 12 accumulators (6 rows x 2 vectors of 8), 2 B loads and one broadcast per row and k:
     /// 15 of the 16 ymm registers; 12 FMAs per k keep both FMA ports of a Zen or Intel core
     /// busy while the loads (2 + 6 broadcasts) go through the load ports.
+    /// `PACKED`: A is a packed panel (constant strides 1 and MR); otherwise A's strides are
+    /// read from `a`.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn tile_6x16(
+    pub unsafe fn tile_6x16<const PACKED: bool>(
         kc: usize,
-        a: *const f32,
+        a: APanel,
         b: *const f32,
         c: *mut f32,
         rsc: usize,
         alpha: f32,
         store: Store,
     ) {
-        // SAFETY (whole body): the caller guarantees kc*MR floats at a, kc*NR at b, and an
-        // MR x NR tile at c with row stride rsc.
+        // SAFETY (whole body): the caller guarantees MR x kc floats addressed by a, kc*NR at
+        // b, and an MR x NR tile at c with row stride rsc.
         unsafe {
+            let (rs, cs) = if PACKED { (1, MR) } else { (a.rs, a.cs) };
             let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-            let (mut pa, mut pb) = (a, b);
+            let (mut pa, mut pb) = (a.ptr, b);
             for _ in 0..kc {
                 let b0 = _mm256_loadu_ps(pb);
                 let b1 = _mm256_loadu_ps(pb.add(8));
                 // unrolled by the compiler: MR is a constant, acc stays in registers
                 for (i, row) in acc.iter_mut().enumerate() {
-                    let ai = _mm256_broadcast_ss(&*pa.add(i));
+                    let ai = _mm256_broadcast_ss(&*pa.add(i * rs));
                     row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
                     row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
                 }
-                pa = pa.add(MR);
+                pa = pa.add(cs);
                 pb = pb.add(NR);
             }
             let va = _mm256_set1_ps(alpha);
@@ -122,12 +148,12 @@ mod x86 {
 }
 
 mod portable {
-    use super::{MR, NR, Store};
+    use super::{APanel, MR, NR, Store};
     use wide::f32x8;
 
     pub unsafe fn tile_6x16(
         kc: usize,
-        a: *const f32,
+        a: APanel,
         b: *const f32,
         c: *mut f32,
         rsc: usize,
@@ -136,14 +162,13 @@ mod portable {
     ) {
         // SAFETY (whole body): as for the x86 kernel.
         unsafe {
-            let a = std::slice::from_raw_parts(a, kc * MR);
             let b = std::slice::from_raw_parts(b, kc * NR);
             let mut acc = [[f32x8::ZERO; 2]; MR];
-            for (ak, bk) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+            for (k, bk) in b.chunks_exact(NR).enumerate() {
                 let b0 = f32x8::from(<[f32; 8]>::try_from(&bk[..8]).unwrap_or_default());
                 let b1 = f32x8::from(<[f32; 8]>::try_from(&bk[8..]).unwrap_or_default());
-                for (row, &ai) in acc.iter_mut().zip(ak) {
-                    let ai = f32x8::splat(ai);
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let ai = f32x8::splat(*a.ptr.add(i * a.rs + k * a.cs));
                     row[0] = ai.mul_add(b0, row[0]);
                     row[1] = ai.mul_add(b1, row[1]);
                 }

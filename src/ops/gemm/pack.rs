@@ -13,6 +13,11 @@ pub trait PackA: Sync {
     fn depth(&self) -> usize;
     /// Rows i0..i0+mc, depth p0..p0+kc, into `out` (at least ceil(mc/MR)*MR*kc floats).
     fn pack_a(&self, i0: usize, mc: usize, p0: usize, kc: usize, out: &mut [f32]);
+    /// The matrix as row-major values with rows `lda` apart, when the kernels can read it in
+    /// place instead of packing it: element (i, k) at `data[i * lda + k]`, all in bounds.
+    fn in_place(&self) -> Option<(&[f32], usize)> {
+        None
+    }
 }
 
 /// A matrix that can be packed as the right operand (k x n).
@@ -36,6 +41,9 @@ impl PackA for MatRef<'_> {
     }
     fn depth(&self) -> usize {
         self.cols
+    }
+    fn in_place(&self) -> Option<(&[f32], usize)> {
+        (self.cs == 1 && self.rs >= 0 && self.span_ok()).then_some((self.data, self.rs as usize))
     }
     fn pack_a(&self, i0: usize, mc: usize, p0: usize, kc: usize, out: &mut [f32]) {
         for (r, panel) in out

@@ -302,3 +302,106 @@ fn nt_dot_products_match_naive() {
         }
     }
 }
+
+/// A row-major A that can only be packed: `gemm` must take its packing path.
+struct PackOnly<'a>(MatRef<'a>);
+
+impl PackA for PackOnly<'_> {
+    fn rows(&self) -> usize {
+        PackA::rows(&self.0)
+    }
+    fn depth(&self) -> usize {
+        PackA::depth(&self.0)
+    }
+    fn pack_a(&self, i0: usize, mc: usize, p0: usize, kc: usize, out: &mut [f32]) {
+        self.0.pack_a(i0, mc, p0, kc, out)
+    }
+}
+
+#[test]
+fn reading_a_in_place_gives_the_packed_bits() {
+    // narrow products (n <= 256, m <= 144) read a row-major A in place; rows not a multiple
+    // of 6 leave a packed tail panel; depths past KC = 256 take several depth blocks
+    for &(m, k, n) in &[
+        (6, 5, 4),
+        (16, 144, 4),
+        (7, 17, 15),
+        (128, 1152, 16),
+        (130, 300, 64),
+    ] {
+        let a = rand(m * k, 40 + m as u64);
+        let b = rand(k * n, 41 + n as u64);
+        let (am, bm) = (MatRef::rm(&a, m, k), MatRef::rm(&b, k, n));
+        assert!(am.in_place().is_some());
+        for beta in [0.0, 1.0] {
+            let c0 = rand(m * n, 42);
+            let (mut direct, mut packed) = (c0.clone(), c0.clone());
+            let lay = CLayout::row_major(m, n);
+            gemm(1.5, &am, &bm, beta, &mut direct, lay, false);
+            gemm(1.5, &PackOnly(am), &bm, beta, &mut packed, lay, false);
+            assert_eq!(direct, packed, "{m}x{k}x{n} beta {beta}");
+            let want = naive(&am, &bm);
+            for (i, (x, y)) in direct.iter().zip(&want).enumerate() {
+                let y = 1.5 * y + beta as f64 * c0[i] as f64;
+                assert!(
+                    close(*x, y, 1.5 * k as f64 * 0.25 + 1.0, k),
+                    "{m}x{k}x{n} {x} vs {y}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_kernel_reads_packed_and_in_place_a_alike() {
+    use super::kernel::{APanel, Isa, MR, NR, Store, tile};
+    let kc = 37;
+    let lda = kc + 3;
+    // A: MR rows of a row-major matrix with padding; its packed copy, k-major
+    let a = rand(MR * lda, 50);
+    let packed: Vec<f32> = (0..kc)
+        .flat_map(|k| (0..MR).map(move |i| (k, i)))
+        .map(|(k, i)| a[i * lda + k])
+        .collect();
+    let b = rand(kc * NR, 51);
+    let want: Vec<f64> = (0..MR * NR)
+        .map(|t| {
+            (0..kc)
+                .map(|k| a[(t / NR) * lda + k] as f64 * b[k * NR + t % NR] as f64)
+                .sum()
+        })
+        .collect();
+    let mut isas = vec![Isa::Portable];
+    if super::kernel::isa() != Isa::Portable {
+        isas.push(super::kernel::isa());
+    }
+    for isa in isas {
+        for panel in [
+            APanel::packed(packed.as_ptr()),
+            APanel {
+                ptr: a.as_ptr(),
+                rs: lda,
+                cs: 1,
+            },
+        ] {
+            let mut c = vec![f32::NAN; MR * NR];
+            // SAFETY: the panel addresses MR x kc values of `a` or `packed`, b holds kc * NR,
+            // c is one MR x NR tile with row stride NR.
+            unsafe {
+                tile(
+                    isa,
+                    kc,
+                    panel,
+                    b.as_ptr(),
+                    c.as_mut_ptr(),
+                    NR,
+                    1.0,
+                    Store::Overwrite,
+                )
+            };
+            for (x, y) in c.iter().zip(&want) {
+                assert!(close(*x, *y, kc as f64 * 0.25, kc), "{isa:?}: {x} vs {y}");
+            }
+        }
+    }
+}
