@@ -438,7 +438,8 @@ fn edge_tile(
     (jb, w): (usize, usize),
 ) {
     let mut tile = [Line([0.0; 16]); MR];
-    // SAFETY: the panels hold kc*MR and kc*NR floats; `tile` is MR rows of NR floats.
+    // SAFETY: the A panel addresses MR x kc floats (`ASrc::panel`), the B panel holds kc*NR,
+    // and `tile` is MR rows of NR floats.
     unsafe {
         kernel::tile(
             isa,
