@@ -3,6 +3,7 @@
 //! documented corruption, the validation split, channel statistics, normalisation and
 //! augmentation.
 
+mod shared_data;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,24 +16,6 @@ use fractalnet::rng::SeededRng;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// shared/: $FRACTALNET_SHARED, else <repo>/shared, else <repo>/../shared.
-fn shared_dir() -> PathBuf {
-    if let Ok(p) = std::env::var("FRACTALNET_SHARED") {
-        return PathBuf::from(p);
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for cand in [repo.join("shared"), repo.join("../shared")] {
-        if cand.join("data").is_dir() {
-            return cand;
-        }
-    }
-    panic!(
-        "shared/ not found: set FRACTALNET_SHARED or put it at {}/shared or {}/../shared",
-        repo.display(),
-        repo.display()
-    );
-}
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -188,7 +171,7 @@ fn dataset_kind_parses_names_and_describes_itself() {
 const CIFAR_SLICE_LABELS: [u32; 20] = [3, 8, 8, 0, 6, 6, 1, 6, 3, 1, 0, 9, 5, 7, 9, 8, 5, 7, 8, 6];
 
 fn cifar_slice() -> Vec<u8> {
-    std::fs::read(shared_dir().join("data/cifar10-sample/test_batch_first20.bin")).unwrap()
+    std::fs::read(shared_data::shared_data().join("cifar10-sample/test_batch_first20.bin")).unwrap()
 }
 
 #[test]
@@ -586,7 +569,7 @@ fn mnist_raw_and_gzip_give_the_same_images() {
 }
 
 fn fashion_slice_dir() -> PathBuf {
-    shared_dir().join("data/fashion-mnist-sample")
+    shared_data::shared_data().join("fashion-mnist-sample")
 }
 
 #[test]

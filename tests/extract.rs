@@ -2,6 +2,7 @@
 //! column (also with BatchNorm folded), `extract-column` rejects bad input in one line, and
 //! `anytime` / `plot` report numbers that agree with `eval` and write valid PNG/SVG files.
 
+mod shared_data;
 use fractalnet::backend::{Backend, Cpu};
 use fractalnet::checkpoint;
 use fractalnet::data::Images;
@@ -190,27 +191,9 @@ fn extracted_columns_compute_the_columns_logits() {
 
 // ---- the binaries ----------------------------------------------------------------------
 
-fn shared() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for c in [
-        std::env::var("FRACTALNET_SHARED").ok().map(PathBuf::from),
-        Some(root.join("shared")),
-        Some(root.join("../shared")),
-        Some(PathBuf::from("/work/shared")),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if c.join("data/fashion-mnist-sample").exists() {
-            return c;
-        }
-    }
-    panic!("shared/data not found (set FRACTALNET_SHARED)");
-}
-
 /// A data dir with the 500-image Fashion-MNIST slice as both the train and the test split.
 fn fashion_dir(tmp: &Path) -> PathBuf {
-    let src = shared().join("data/fashion-mnist-sample");
+    let src = shared_data::shared_data().join("fashion-mnist-sample");
     let dir = tmp.join("fmnist");
     std::fs::create_dir_all(&dir).unwrap();
     for (from, to) in [

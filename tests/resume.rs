@@ -2,32 +2,15 @@
 //! resumed each time ends with a checkpoint whose tensors are bit-identical to an
 //! uninterrupted run's, and the same metrics; no checkpoint on disk is ever unreadable.
 
+mod shared_data;
 use fractalnet::checkpoint;
 use fractalnet::rng::SeededRng;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-fn shared() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for c in [
-        std::env::var("FRACTALNET_SHARED").ok().map(PathBuf::from),
-        Some(root.join("shared")),
-        Some(root.join("../shared")),
-        Some(PathBuf::from("/work/shared")),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if c.join("data/fashion-mnist-sample").exists() {
-            return c;
-        }
-    }
-    panic!("shared/data not found (set FRACTALNET_SHARED)");
-}
-
 fn data_dir(tmp: &Path) -> PathBuf {
-    let src = shared().join("data/fashion-mnist-sample");
+    let src = shared_data::shared_data().join("fashion-mnist-sample");
     let dir = tmp.join("fmnist");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(

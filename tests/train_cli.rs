@@ -2,30 +2,13 @@
 //! shared/data (500 images), renamed as a training split. Training is reproducible line for
 //! line, the model file evaluates, and bad input is one line with exit code 2.
 
+mod shared_data;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn shared() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for c in [
-        std::env::var("FRACTALNET_SHARED").ok().map(PathBuf::from),
-        Some(root.join("shared")),
-        Some(root.join("../shared")),
-        Some(PathBuf::from("/work/shared")),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if c.join("data/fashion-mnist-sample").exists() {
-            return c;
-        }
-    }
-    panic!("shared/data not found (set FRACTALNET_SHARED)");
-}
-
 /// A data dir with the 500-image slice as both the train and the test split.
 fn fashion_dir(tmp: &Path) -> PathBuf {
-    let src = shared().join("data/fashion-mnist-sample");
+    let src = shared_data::shared_data().join("fashion-mnist-sample");
     let dir = tmp.join("fmnist");
     std::fs::create_dir_all(&dir).unwrap();
     for (from, to) in [
@@ -495,6 +478,6 @@ fn bad_input_is_one_line_and_exit_2() {
 }
 
 fn shared_slice() -> &'static str {
-    let p = shared().join("data/cifar10-sample/test_batch_first20.bin");
+    let p = shared_data::shared_data().join("cifar10-sample/test_batch_first20.bin");
     Box::leak(p.to_string_lossy().into_owned().into_boxed_str())
 }

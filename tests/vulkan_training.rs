@@ -9,6 +9,7 @@
 //! scale; we allow 1e-3 of each tensor's scale for gradients and 1e-4 for logits, and 1e-3
 //! relative for losses over several steps (errors compound through the updates).
 
+mod shared_data;
 use fractalnet::backend::vulkan::{Vulkan, VulkanOptions};
 use fractalnet::gradcheck::random_vec;
 use fractalnet::model::{Network, Sgd};
@@ -202,24 +203,12 @@ fn cli_training_on_vulkan_tracks_the_cpu_run() {
     if open().is_none() {
         return;
     }
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let shared = [
-        std::env::var("FRACTALNET_SHARED")
-            .ok()
-            .map(std::path::PathBuf::from),
-        Some(root.join("shared")),
-        Some(root.join("../shared")),
-        Some("/work/shared".into()),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.join("data/fashion-mnist-sample").exists())
-    .expect("shared/data not found (set FRACTALNET_SHARED)");
+    let shared = shared_data::shared_data();
     let tmp = std::env::temp_dir().join(format!("fractalnet-vkcli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let data = tmp.join("fm");
     std::fs::create_dir_all(&data).unwrap();
-    let src = shared.join("data/fashion-mnist-sample");
+    let src = shared.join("fashion-mnist-sample");
     std::fs::copy(
         src.join("t10k-images-idx3-ubyte.gz"),
         data.join("train-images-idx3-ubyte.gz"),
