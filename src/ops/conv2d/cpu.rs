@@ -7,7 +7,7 @@
 
 use super::ConvGeom;
 use crate::ops::gemm::kernel::NR;
-use crate::ops::gemm::{CLayout, MatRef, PackB, gemm, gemm_nt_acc, sgemm};
+use crate::ops::gemm::{CLayout, InPlaceB, MatRef, PackB, gemm, gemm_nt_acc, sgemm};
 use crate::ops::min_items;
 use rayon::prelude::*;
 
@@ -279,14 +279,34 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
 /// written straight into y's NCHW images (`CLayout::images`). The GEMM cuts the pixel
 /// columns over the threads.
 fn forward_into(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
+    forward_into_with(g, x, w, y, direct_enabled())
+}
+
+/// `forward_into`, with the direct (in-place) reading of the padded input allowed or not:
+/// both give the same bits, since the kernels sum the same products in the same order.
+pub(super) fn forward_into_with(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], direct: bool) {
     let wm = MatRef::rm(w, g.cout, g.k());
     let lay = CLayout::images(g.cout, g.ho * g.wo, g.n);
-    with_padded(g, x, |b| gemm(1.0, &wm, b, 0.0, y, lay, true));
+    with_padded(g, x, direct, |b| gemm(1.0, &wm, b, 0.0, y, lay, true));
+}
+
+/// Whether `forward_into` reads this geometry's input in place (`Im2colB::in_place_b`).
+#[cfg(test)]
+pub(super) fn direct_applies(g: &ConvGeom) -> bool {
+    let x = vec![0.0f32; g.n * g.cin * g.h * g.w];
+    with_padded(g, &x, true, |b| b.in_place_b().is_some())
+}
+
+/// Direct convolution (`Im2colB::in_place_b`) unless FRACTALNET_NO_DIRECT_CONV is set (for
+/// side-by-side timing against the packed path), looked up once.
+fn direct_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("FRACTALNET_NO_DIRECT_CONV").is_none())
 }
 
 /// Runs `f` on the implicit im2col of `x`: padded into per-thread scratch first (unless the
 /// convolution has no padding), so that every tap of every pixel is in bounds.
-fn with_padded<R>(g: &ConvGeom, x: &[f32], f: impl FnOnce(&Im2colB<'_>) -> R) -> R {
+fn with_padded<R>(g: &ConvGeom, x: &[f32], direct: bool, f: impl FnOnce(&Im2colB<'_>) -> R) -> R {
     let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
     let koff: Vec<usize> = (0..g.cin)
         .flat_map(|ci| (0..g.kh).flat_map(move |ky| (0..g.kw).map(move |kx| (ci, ky, kx))))
@@ -299,6 +319,7 @@ fn with_padded<R>(g: &ConvGeom, x: &[f32], f: impl FnOnce(&Im2colB<'_>) -> R) ->
             hp,
             wp,
             koff: &koff,
+            in_place: direct,
         });
     }
     with_scratch(|[_, _, padbuf]| {
@@ -325,6 +346,7 @@ fn with_padded<R>(g: &ConvGeom, x: &[f32], f: impl FnOnce(&Im2colB<'_>) -> R) ->
             hp,
             wp,
             koff: &koff,
+            in_place: direct,
         })
     })
 }
@@ -340,11 +362,32 @@ pub(super) struct Im2colB<'a> {
     hp: usize,
     wp: usize,
     koff: &'a [usize],
+    /// Whether `in_place` may offer direct reads (tests turn it off to compare both paths).
+    in_place: bool,
 }
 
 impl PackB for Im2colB<'_> {
     fn depth(&self) -> usize {
         self.g.k()
+    }
+    /// Direct convolution: at stride 1, the NR output pixels of a micro-panel that lie in one
+    /// output row read, for each tap k, NR consecutive values of one padded input row. When
+    /// output rows are whole micro-panels (Wo a multiple of NR: the 32x32 and 16x16 layers),
+    /// the kernels read them there, and no im2col value is ever copied.
+    fn in_place_b(&self) -> Option<InPlaceB<'_>> {
+        let g = self.g;
+        if g.stride != 1 || !self.in_place {
+            return None;
+        }
+        let hw_o = g.ho * g.wo;
+        let row = if g.is_pointwise() { hw_o } else { g.wo };
+        InPlaceB::new(
+            self.xp,
+            self.koff,
+            self.cols(),
+            (hw_o, g.cin * self.hp * self.wp),
+            (row, self.wp),
+        )
     }
     fn cols(&self) -> usize {
         self.g.n * self.g.ho * self.g.wo

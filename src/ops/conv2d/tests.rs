@@ -304,3 +304,52 @@ fn grouped_images_match_the_direct_convolution() {
         }
     }
 }
+
+#[test]
+fn direct_reads_give_the_packed_paths_bits() {
+    // Geometries where micro-panels are whole output rows (Wo a multiple of 16), so the
+    // kernels read the padded input in place: partial Cout panels (16, 20 = 6+6+6+2), depth
+    // past one KC block (32 x 9 = 288), several images, a pointwise 4x4, and two that do not
+    // qualify (Wo 8, stride 2) and must take the packed path unchanged.
+    let cases = [
+        ([2, 3, 32, 32], [16, 3, 3, 3], Conv2dParams::SAME3X3, true),
+        ([3, 32, 16, 16], [20, 32, 3, 3], Conv2dParams::SAME3X3, true),
+        ([1, 5, 16, 48], [7, 5, 3, 3], Conv2dParams::SAME3X3, true),
+        (
+            [4, 6, 4, 4],
+            [5, 6, 1, 1],
+            Conv2dParams { stride: 1, pad: 0 },
+            true,
+        ),
+        ([2, 4, 8, 8], [6, 4, 3, 3], Conv2dParams::SAME3X3, false),
+        (
+            [1, 3, 32, 32],
+            [4, 3, 3, 3],
+            Conv2dParams { stride: 2, pad: 1 },
+            false,
+        ),
+    ];
+    for (i, (xs, ws, p, direct)) in cases.into_iter().enumerate() {
+        let g = super::ConvGeom::new(&Shape::new(xs), &Shape::new(ws), p).unwrap();
+        let x = random_vec(xs.iter().product(), 90 + i as u64);
+        let w = random_vec(ws.iter().product(), 95 + i as u64);
+        let out = g.n * g.cout * g.ho * g.wo;
+        let (mut a, mut b) = (vec![f32::NAN; out], vec![f32::NAN; out]);
+        super::cpu::forward_into_with(&g, &x, &w, &mut a, true);
+        super::cpu::forward_into_with(&g, &x, &w, &mut b, false);
+        assert_eq!(
+            super::cpu::direct_applies(&g),
+            direct,
+            "case {i}: which path"
+        );
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&a), bits(&b), "case {i}: direct vs packed");
+        let want = naive(&x, xs, &w, ws, p);
+        for (u, v) in a.iter().zip(&want) {
+            assert!(
+                (u - v).abs() <= 1e-5 * (1.0 + v.abs()),
+                "case {i}: {u} vs {v}"
+            );
+        }
+    }
+}

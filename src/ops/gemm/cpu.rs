@@ -11,8 +11,8 @@
 //! by the serial driver: every element of C is summed in the same order whatever the thread
 //! count, so results are bit-identical on 1, 2 or 64 threads.
 
-use super::kernel::{self, APanel, Isa, MR, NR, Store};
-use super::pack::{PackA, PackB};
+use super::kernel::{self, APanel, BPanel, Isa, MR, NR, Store};
+use super::pack::{InPlaceB, PackA, PackB};
 use std::cell::RefCell;
 use std::ops::Range;
 
@@ -264,10 +264,28 @@ fn serial<A: PackA, B: PackB>(
     cols: Range<usize>,
 ) {
     let k = a.depth();
+    // B read where it lies (a direct convolution) skips packing altogether
+    let b_in_place = b.in_place_b();
     let body = |(abuf, bbuf): &mut (Vec<Line>, Vec<Line>)| {
-        let sweep = |ap: ASrc<'_>, bp: &[f32], (ic, mc), (jc, nc), kc, store| {
+        let sweep = |ap: ASrc<'_>, bp: BSrc<'_>, (ic, mc), (jc, nc), kc, store| {
             macro_kernel(isa, kc, ap, bp, (ic, mc), (jc, nc), c, lay, alpha, store)
         };
+        fn block<'a, B: PackB>(
+            b: &B,
+            in_place: Option<InPlaceB<'a>>,
+            bbuf: &'a mut Vec<Line>,
+            (pc, kc): (usize, usize),
+            (jc, nc): (usize, usize),
+        ) -> BSrc<'a> {
+            match in_place {
+                Some(ib) => BSrc::InPlace(ib, pc),
+                None => {
+                    let bp = floats(bbuf, nc.div_ceil(NR) * NR * kc);
+                    b.pack_b(pc, kc, jc, nc, bp);
+                    BSrc::Packed(bp)
+                }
+            }
+        }
         if rows.len() <= MC {
             // One A block: packed once per depth block (or read in place when B is narrow),
             // then every column block sweeps under it. Small packed B blocks stay in L2
@@ -300,8 +318,7 @@ fn serial<A: PackA, B: PackB>(
                 };
                 for jc in cols.clone().step_by(NC_ONE_A_BLOCK) {
                     let nc = NC_ONE_A_BLOCK.min(cols.end - jc);
-                    let bp = floats(bbuf, nc.div_ceil(NR) * NR * kc);
-                    b.pack_b(pc, kc, jc, nc, bp);
+                    let bp = block(b, b_in_place, bbuf, (pc, kc), (jc, nc));
                     sweep(ap, bp, (rows.start, mc), (jc, nc), kc, store);
                 }
             }
@@ -312,8 +329,7 @@ fn serial<A: PackA, B: PackB>(
             for pc in (0..k).step_by(KC) {
                 let kc = KC.min(k - pc);
                 let store = if pc == 0 { store0 } else { Store::Accumulate };
-                let bp = floats(bbuf, nc.div_ceil(NR) * NR * kc);
-                b.pack_b(pc, kc, jc, nc, bp);
+                let bp = block(b, b_in_place, bbuf, (pc, kc), (jc, nc));
                 for ic in rows.clone().step_by(MC) {
                     let mc = MC.min(rows.end - ic);
                     let ap = floats(abuf, mc.div_ceil(MR) * MR * kc);
@@ -366,14 +382,39 @@ impl ASrc<'_> {
     }
 }
 
-/// Every tile of one packed A block (rows ic.., mc) against one packed B block (columns
-/// jc.., nc): the B micro-panel stays in L1 while the A micro-panels stream past.
+/// Where the kernels read one B block from: packed panels, or B in place (depth from `p0`).
+#[derive(Clone, Copy)]
+enum BSrc<'a> {
+    Packed(&'a [f32]),
+    InPlace(InPlaceB<'a>, usize),
+}
+
+impl BSrc<'_> {
+    /// Panel `q` of the block, columns jb..jb + NR, depth kc.
+    fn panel(&self, q: usize, jb: usize, kc: usize) -> BPanel {
+        match *self {
+            BSrc::Packed(bp) => BPanel::packed(bp[q * kc * NR..(q + 1) * kc * NR].as_ptr()),
+            BSrc::InPlace(ib, p0) => {
+                // `InPlaceB::new` vouches for every read of a panel that starts at a multiple
+                // of NR (every cut and block size here is one) with depth inside koff
+                assert!(jb.is_multiple_of(NR), "in-place B panel at column {jb}");
+                BPanel {
+                    ptr: ib.data()[ib.base(jb)..].as_ptr(),
+                    koff: ib.koff()[p0..p0 + kc].as_ptr(),
+                }
+            }
+        }
+    }
+}
+
+/// Every tile of one packed A block (rows ic.., mc) against one B block (columns jc.., nc):
+/// the B micro-panel stays in L1 while the A micro-panels stream past.
 #[allow(clippy::too_many_arguments)]
 fn macro_kernel(
     isa: Isa,
     kc: usize,
     ap: ASrc<'_>,
-    bp: &[f32],
+    bp: BSrc<'_>,
     (ic, mc): (usize, usize),
     (jc, nc): (usize, usize),
     c: CPtr,
@@ -381,9 +422,10 @@ fn macro_kernel(
     alpha: f32,
     store: Store,
 ) {
-    for (q, bpanel) in bp.chunks_exact(kc * NR).take(nc.div_ceil(NR)).enumerate() {
+    for q in 0..nc.div_ceil(NR) {
         let jb = jc + q * NR;
         let w = NR.min(jc + nc - jb);
+        let bpanel = bp.panel(q, jb, kc);
         let contiguous = w == NR && jb % lay.seg + NR <= lay.seg;
         for r in 0..mc.div_ceil(MR) {
             let ib = ic + r * MR;
@@ -397,7 +439,7 @@ fn macro_kernel(
                         isa,
                         kc,
                         apanel,
-                        bpanel.as_ptr(),
+                        bpanel,
                         c.0.add(lay.off(ib, jb)),
                         lay.rs,
                         alpha,
@@ -429,7 +471,7 @@ fn edge_tile(
     isa: Isa,
     kc: usize,
     apanel: APanel,
-    bpanel: &[f32],
+    bpanel: BPanel,
     c: CPtr,
     lay: CLayout,
     alpha: f32,
@@ -438,14 +480,14 @@ fn edge_tile(
     (jb, w): (usize, usize),
 ) {
     let mut tile = [Line([0.0; 16]); MR];
-    // SAFETY: the A panel addresses MR x kc floats (`ASrc::panel`), the B panel holds kc*NR,
-    // and `tile` is MR rows of NR floats.
+    // SAFETY: the A panel addresses MR x kc floats (`ASrc::panel`), the B panel kc rows of
+    // NR (`BSrc::panel`), and `tile` is MR rows of NR floats.
     unsafe {
         kernel::tile(
             isa,
             kc,
             apanel,
-            bpanel.as_ptr(),
+            bpanel,
             tile.as_mut_ptr().cast::<f32>(),
             NR,
             1.0,

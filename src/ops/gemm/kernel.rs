@@ -60,10 +60,32 @@ impl APanel {
     }
 }
 
+/// Where a kernel reads B's kc x NR values: row k at `ptr + k * NR` (a packed panel, `koff`
+/// null) or at `ptr + koff[k]` (read where it lies, e.g. one output row's taps in a padded
+/// image: a direct convolution, no im2col copy). Each row is NR consecutive floats.
+#[derive(Clone, Copy)]
+pub struct BPanel {
+    pub ptr: *const f32,
+    pub koff: *const usize,
+}
+
+impl BPanel {
+    pub fn packed(ptr: *const f32) -> Self {
+        BPanel {
+            ptr,
+            koff: std::ptr::null(),
+        }
+    }
+    fn is_packed(&self) -> bool {
+        self.koff.is_null()
+    }
+}
+
 /// tile(c, row stride rsc, unit column stride) <- alpha * A_panel B_panel (+ C).
 ///
 /// # Safety
-/// `a` addresses MR x kc readable floats; `b` holds `kc * NR` readable floats;
+/// `a` addresses MR x kc readable floats; `b` addresses kc rows of NR readable floats (and
+/// `b.koff`, when not null, kc readable offsets);
 /// `c + i * rsc + j` is writable (and readable for `Store::Accumulate`) for i < MR, j < NR.
 // BLIS's microkernel signature: the panels, the tile's address and stride, and the store.
 #[allow(clippy::too_many_arguments)]
@@ -72,7 +94,7 @@ pub unsafe fn tile(
     isa: Isa,
     kc: usize,
     a: APanel,
-    b: *const f32,
+    b: BPanel,
     c: *mut f32,
     rsc: usize,
     alpha: f32,
@@ -80,34 +102,48 @@ pub unsafe fn tile(
 ) {
     // The packed case gets its own instance with constant strides: the large-GEMM path keeps
     // exactly the code it had.
-    match (isa, a.is_packed()) {
+    match (isa, a.is_packed(), b.is_packed()) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: Avx2Fma is only chosen when the CPU has AVX2 and FMA; the pointer contract
         // is the caller's.
-        (Isa::Avx2Fma, true) => unsafe { x86::tile_6x16::<true>(kc, a, b, c, rsc, alpha, store) },
+        (Isa::Avx2Fma, true, true) => unsafe {
+            x86::tile_6x16::<true, false>(kc, a, b, c, rsc, alpha, store)
+        },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        (Isa::Avx2Fma, false) => unsafe { x86::tile_6x16::<false>(kc, a, b, c, rsc, alpha, store) },
+        (Isa::Avx2Fma, false, true) => unsafe {
+            x86::tile_6x16::<false, false>(kc, a, b, c, rsc, alpha, store)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        (Isa::Avx2Fma, true, false) => unsafe {
+            x86::tile_6x16::<true, true>(kc, a, b, c, rsc, alpha, store)
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        (Isa::Avx2Fma, false, false) => unsafe {
+            x86::tile_6x16::<false, true>(kc, a, b, c, rsc, alpha, store)
+        },
         // SAFETY: the caller's pointer contract.
-        (Isa::Portable, _) => unsafe { portable::tile_6x16(kc, a, b, c, rsc, alpha, store) },
+        (Isa::Portable, _, _) => unsafe { portable::tile_6x16(kc, a, b, c, rsc, alpha, store) },
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{APanel, MR, NR, Store};
+    use super::{APanel, BPanel, MR, NR, Store};
     use std::arch::x86_64::*;
 
     /// 12 accumulators (6 rows x 2 vectors of 8), 2 B loads and one broadcast per row and k:
     /// 15 of the 16 ymm registers; 12 FMAs per k keep both FMA ports of a Zen or Intel core
     /// busy while the loads (2 + 6 broadcasts) go through the load ports.
     /// `PACKED`: A is a packed panel (constant strides 1 and MR); otherwise A's strides are
-    /// read from `a`.
+    /// read from `a`. `DIRECT`: B's rows are at `b.ptr + b.koff[k]`, else packed.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn tile_6x16<const PACKED: bool>(
+    pub unsafe fn tile_6x16<const PACKED: bool, const DIRECT: bool>(
         kc: usize,
         a: APanel,
-        b: *const f32,
+        b: BPanel,
         c: *mut f32,
         rsc: usize,
         alpha: f32,
@@ -118,8 +154,11 @@ mod x86 {
         unsafe {
             let (rs, cs) = if PACKED { (1, MR) } else { (a.rs, a.cs) };
             let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-            let (mut pa, mut pb) = (a.ptr, b);
-            for _ in 0..kc {
+            let (mut pa, mut pb) = (a.ptr, b.ptr);
+            for k in 0..kc {
+                if DIRECT {
+                    pb = b.ptr.add(*b.koff.add(k));
+                }
                 let b0 = _mm256_loadu_ps(pb);
                 let b1 = _mm256_loadu_ps(pb.add(8));
                 // unrolled by the compiler: MR is a constant, acc stays in registers
@@ -129,7 +168,9 @@ mod x86 {
                     row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
                 }
                 pa = pa.add(cs);
-                pb = pb.add(NR);
+                if !DIRECT {
+                    pb = pb.add(NR);
+                }
             }
             let va = _mm256_set1_ps(alpha);
             for (i, row) in acc.iter().enumerate() {
@@ -148,13 +189,13 @@ mod x86 {
 }
 
 mod portable {
-    use super::{APanel, MR, NR, Store};
+    use super::{APanel, BPanel, MR, NR, Store};
     use wide::f32x8;
 
     pub unsafe fn tile_6x16(
         kc: usize,
         a: APanel,
-        b: *const f32,
+        b: BPanel,
         c: *mut f32,
         rsc: usize,
         alpha: f32,
@@ -162,9 +203,14 @@ mod portable {
     ) {
         // SAFETY (whole body): as for the x86 kernel.
         unsafe {
-            let b = std::slice::from_raw_parts(b, kc * NR);
             let mut acc = [[f32x8::ZERO; 2]; MR];
-            for (k, bk) in b.chunks_exact(NR).enumerate() {
+            for k in 0..kc {
+                let off = if b.is_packed() {
+                    k * NR
+                } else {
+                    *b.koff.add(k)
+                };
+                let bk = std::slice::from_raw_parts(b.ptr.add(off), NR);
                 let b0 = f32x8::from(<[f32; 8]>::try_from(&bk[..8]).unwrap_or_default());
                 let b1 = f32x8::from(<[f32; 8]>::try_from(&bk[8..]).unwrap_or_default());
                 for (i, row) in acc.iter_mut().enumerate() {

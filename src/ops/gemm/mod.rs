@@ -16,4 +16,4 @@ mod tests;
 
 pub use cpu::{CLayout, MatRef, gemm, sgemm, sgemm_par};
 pub use dot::gemm_nt_acc;
-pub use pack::{PackA, PackB};
+pub use pack::{InPlaceB, PackA, PackB};

@@ -26,6 +26,65 @@ pub trait PackB: Sync {
     fn cols(&self) -> usize;
     /// Depth p0..p0+kc, columns j0..j0+nc, into `out` (at least ceil(nc/NR)*NR*kc floats).
     fn pack_b(&self, p0: usize, kc: usize, j0: usize, nc: usize, out: &mut [f32]);
+    /// When the kernels can read every micro-panel where it lies instead of packing it.
+    fn in_place_b(&self) -> Option<InPlaceB<'_>> {
+        None
+    }
+}
+
+/// B readable in place, panel by panel: the micro-panel of columns jb..jb + NR (jb a multiple
+/// of NR) has its row k at `data[base(jb) + koff[k]..][..NR]`, where columns are laid out in
+/// three levels: `seg` columns per segment `seg_stride` apart, `row` columns per row
+/// `row_stride` apart within a segment (a convolution: images, output rows, pixels).
+/// `InPlaceB::new` checks that every read is inside `data`.
+#[derive(Clone, Copy)]
+pub struct InPlaceB<'a> {
+    data: &'a [f32],
+    koff: &'a [usize],
+    seg: usize,
+    seg_stride: usize,
+    row: usize,
+    row_stride: usize,
+}
+
+impl<'a> InPlaceB<'a> {
+    /// None unless every micro-panel of `cols` columns is NR consecutive values (rows of
+    /// `row` columns, a multiple of NR; segments of whole rows) and every read is in bounds.
+    pub fn new(
+        data: &'a [f32],
+        koff: &'a [usize],
+        cols: usize,
+        (seg, seg_stride): (usize, usize),
+        (row, row_stride): (usize, usize),
+    ) -> Option<Self> {
+        let ok =
+            row > 0 && row.is_multiple_of(NR) && seg.is_multiple_of(row) && cols.is_multiple_of(NR);
+        let me = InPlaceB {
+            data,
+            koff,
+            seg,
+            seg_stride,
+            row,
+            row_stride,
+        };
+        if !ok || cols == 0 {
+            return None;
+        }
+        // the bases grow with jb, so the last panel's last tap bounds every read
+        let last = me.base(cols - NR) + koff.iter().copied().max()? + NR;
+        (last <= data.len()).then_some(me)
+    }
+    #[inline]
+    pub fn base(&self, jb: usize) -> usize {
+        let (s, r) = (jb / self.seg, jb % self.seg);
+        s * self.seg_stride + r / self.row * self.row_stride + r % self.row
+    }
+    pub fn data(&self) -> &'a [f32] {
+        self.data
+    }
+    pub fn koff(&self) -> &'a [usize] {
+        self.koff
+    }
 }
 
 impl MatRef<'_> {

@@ -354,7 +354,7 @@ fn reading_a_in_place_gives_the_packed_bits() {
 
 #[test]
 fn every_kernel_reads_packed_and_in_place_a_alike() {
-    use super::kernel::{APanel, Isa, MR, NR, Store, tile};
+    use super::kernel::{APanel, BPanel, Isa, MR, NR, Store, tile};
     let kc = 37;
     let lda = kc + 3;
     // A: MR rows of a row-major matrix with padding; its packed copy, k-major
@@ -392,7 +392,7 @@ fn every_kernel_reads_packed_and_in_place_a_alike() {
                     isa,
                     kc,
                     panel,
-                    b.as_ptr(),
+                    BPanel::packed(b.as_ptr()),
                     c.as_mut_ptr(),
                     NR,
                     1.0,
@@ -404,4 +404,71 @@ fn every_kernel_reads_packed_and_in_place_a_alike() {
             }
         }
     }
+}
+
+#[test]
+fn every_kernel_reads_packed_and_in_place_b_alike() {
+    use super::kernel::{APanel, BPanel, Isa, MR, NR, Store, tile};
+    let kc = 29;
+    let a = rand(kc * MR, 52); // packed, k-major
+    // B's rows scattered over a larger buffer at arbitrary (unaligned, unordered) offsets
+    let data = rand(kc * 40 + NR, 53);
+    let koff: Vec<usize> = (0..kc).map(|k| (k * 17 + 5) % (kc * 40)).collect();
+    let packed_b: Vec<f32> = koff
+        .iter()
+        .flat_map(|&o| data[o..o + NR].to_vec())
+        .collect();
+    let mut isas = vec![Isa::Portable];
+    if super::kernel::isa() != Isa::Portable {
+        isas.push(super::kernel::isa());
+    }
+    for isa in isas {
+        let mut tiles = Vec::new();
+        for b in [
+            BPanel::packed(packed_b.as_ptr()),
+            BPanel {
+                ptr: data.as_ptr(),
+                koff: koff.as_ptr(),
+            },
+        ] {
+            let mut c = vec![f32::NAN; MR * NR];
+            // SAFETY: A holds MR x kc packed values; every B row (packed, or data[koff[k]..]
+            // with koff[k] + NR <= data.len()) holds NR; c is one MR x NR tile.
+            unsafe {
+                tile(
+                    isa,
+                    kc,
+                    APanel::packed(a.as_ptr()),
+                    b,
+                    c.as_mut_ptr(),
+                    NR,
+                    1.0,
+                    Store::Overwrite,
+                )
+            };
+            tiles.push(c);
+        }
+        assert_eq!(tiles[0], tiles[1], "{isa:?}: packed vs in-place B");
+        for (t, x) in tiles[0].iter().enumerate() {
+            let (i, j) = (t / NR, t % NR);
+            let y: f64 = (0..kc)
+                .map(|k| a[k * MR + i] as f64 * data[koff[k] + j] as f64)
+                .sum();
+            assert!(close(*x, y, kc as f64 * 0.25, kc), "{isa:?}: {x} vs {y}");
+        }
+    }
+}
+
+#[test]
+fn in_place_b_refuses_reads_past_its_data() {
+    use super::InPlaceB;
+    let data = vec![0.0f32; 100];
+    let koff = [0usize, 10, 20];
+    // 2 segments of one 16-wide row, 40 apart: the last panel reads up to 40 + 20 + 16 = 76
+    assert!(InPlaceB::new(&data, &koff, 32, (16, 40), (16, 16)).is_some());
+    // 70 apart: the last panel would read up to 70 + 20 + 16 = 106 > 100
+    assert!(InPlaceB::new(&data, &koff, 32, (16, 70), (16, 16)).is_none());
+    // rows that are not whole micro-panels, or a ragged column count
+    assert!(InPlaceB::new(&data, &koff, 16, (8, 8), (8, 8)).is_none());
+    assert!(InPlaceB::new(&data, &koff, 24, (24, 24), (24, 24)).is_none());
 }
