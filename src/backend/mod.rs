@@ -57,6 +57,24 @@ pub trait Backend: Sized {
         w: &Tensor<Self>,
         p: Conv2dParams,
     ) -> Result<Tensor<Self>>;
+    /// relu(conv(x, w) + bias[channel]): an inference layer with BatchNorm folded into its
+    /// weights. By default `conv2d_forward`, then `batchnorm_forward_eval` as an identity
+    /// BatchNorm that adds the bias: gamma and var `ones`, mean `zeros` ([Cout] each), eps 0,
+    /// beta = bias, so its scale is exactly 1 and its shift exactly the bias, and it computes
+    /// z + bias correctly rounded. A backend may fuse the two; the result must not change.
+    #[allow(clippy::too_many_arguments)]
+    fn conv2d_bias_relu_forward(
+        &self,
+        x: &Tensor<Self>,
+        w: &Tensor<Self>,
+        bias: &Tensor<Self>,
+        ones: &Tensor<Self>,
+        zeros: &Tensor<Self>,
+        p: Conv2dParams,
+    ) -> Result<Tensor<Self>> {
+        let z = self.conv2d_forward(x, w, p)?;
+        self.batchnorm_forward_eval(&z, ones, bias, zeros, ones, 0.0, true)
+    }
     /// Returns (dx if `need_dx`, dw).
     fn conv2d_backward(
         &self,

@@ -100,6 +100,28 @@ impl Backend for Cpu {
         ))
     }
 
+    fn conv2d_bias_relu_forward(
+        &self,
+        x: &Tensor<Self>,
+        w: &Tensor<Self>,
+        bias: &Tensor<Self>,
+        _ones: &Tensor<Self>,
+        _zeros: &Tensor<Self>,
+        p: Conv2dParams,
+    ) -> Result<Tensor<Self>> {
+        let g = ConvGeom::new(&x.shape, &w.shape, p)?;
+        if bias.shape.dims() != [g.cout] {
+            return Err(Error::shape(
+                "conv2d_bias_relu",
+                format!("bias {} for {} output channels", bias.shape, g.cout),
+            ));
+        }
+        Ok(self.t(
+            g.out_shape(),
+            conv2d::cpu::forward_bias_relu(&g, &x.storage, &w.storage, &bias.storage),
+        ))
+    }
+
     fn conv2d_backward(
         &self,
         x: &Tensor<Self>,

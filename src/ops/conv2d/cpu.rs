@@ -7,7 +7,9 @@
 
 use super::ConvGeom;
 use crate::ops::gemm::kernel::NR;
-use crate::ops::gemm::{CLayout, InPlaceB, MatRef, PackB, gemm, gemm_nt_acc, sgemm};
+use crate::ops::gemm::{
+    CLayout, InPlaceB, MatRef, PackB, gemm, gemm_bias_relu, gemm_nt_acc, sgemm,
+};
 use crate::ops::min_items;
 use rayon::prelude::*;
 
@@ -271,6 +273,18 @@ fn group_col<'a>(
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0f32; g.n * g.cout * g.ho * g.wo];
     forward_into(g, x, w, &mut y);
+    y
+}
+
+/// relu(conv(x, w) + bias[co]), the bias and ReLU applied to each output tile in the GEMM's
+/// epilogue instead of in a second pass over y.
+pub fn forward_bias_relu(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0f32; g.n * g.cout * g.ho * g.wo];
+    let wm = MatRef::rm(w, g.cout, g.k());
+    let lay = CLayout::images(g.cout, g.ho * g.wo, g.n);
+    with_padded(g, x, direct_enabled(), |b| {
+        gemm_bias_relu(1.0, &wm, b, &mut y, lay, true, bias)
+    });
     y
 }
 

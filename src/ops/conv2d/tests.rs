@@ -353,3 +353,45 @@ fn direct_reads_give_the_packed_paths_bits() {
         }
     }
 }
+
+#[test]
+fn fused_bias_relu_equals_conv_then_identity_batchnorm() {
+    let cpu = Cpu::new();
+    // direct and packed paths, partial Cout panels, depth past one KC block, and a product
+    // large enough for the shared-B parallel driver (4 x 128 x 8 x 8 by 128 x 128 x 3 x 3)
+    let cases = [
+        ([2, 3, 32, 32], [16, 3, 3, 3]),
+        ([3, 32, 16, 16], [20, 32, 3, 3]),
+        ([2, 4, 8, 8], [7, 4, 3, 3]),
+        ([4, 128, 8, 8], [128, 128, 3, 3]),
+        ([1, 8, 2, 2], [5, 8, 3, 3]),
+    ];
+    for (i, (xs, ws)) in cases.into_iter().enumerate() {
+        let p = Conv2dParams::SAME3X3;
+        let x = random_tensor(&cpu, xs, 110 + i as u64);
+        let w = random_tensor(&cpu, ws, 120 + i as u64);
+        let c = ws[0];
+        let bias = random_tensor(&cpu, [c], 130 + i as u64);
+        let ones = cpu.from_host(Shape::new([c]), &vec![1.0; c]).unwrap();
+        let zeros = cpu.from_host(Shape::new([c]), &vec![0.0; c]).unwrap();
+        let fused = cpu
+            .conv2d_bias_relu_forward(&x, &w, &bias, &ones, &zeros, p)
+            .unwrap();
+        let z = cpu.conv2d_forward(&x, &w, p).unwrap();
+        let want = cpu
+            .batchnorm_forward_eval(&z, &ones, &bias, &zeros, &ones, 0.0, true)
+            .unwrap();
+        assert_eq!(fused.shape, want.shape);
+        assert_eq!(fused.storage, want.storage, "case {i}");
+        // the ReLU did something: some outputs clipped, some not
+        assert!(fused.storage.contains(&0.0) && fused.storage.iter().any(|&v| v > 0.0));
+    }
+    let x = random_tensor(&cpu, [1, 2, 4, 4], 1);
+    let w = random_tensor(&cpu, [3, 2, 3, 3], 2);
+    let bad = random_tensor(&cpu, [4], 3);
+    let err = cpu
+        .conv2d_bias_relu_forward(&x, &w, &bad, &bad, &bad, Conv2dParams::SAME3X3)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bias"), "{err}");
+}

@@ -29,6 +29,9 @@ const PAR_MIN_MACS: usize = 1 << 20;
 /// it: packing copies all of A, which costs as much as the arithmetic when each row of A
 /// meets only a few columns of B (a convolution at batch 1 on 2x2..8x8 images).
 const IN_PLACE_A_MAX_N: usize = 256;
+/// From this many multiply-adds a product with at least one MR row panel per thread packs
+/// B once for all threads (`shared_b`) instead of once per thread.
+const SHARED_B_MIN_MACS: usize = 1 << 24;
 
 /// A read-only strided matrix view: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -169,6 +172,37 @@ pub fn gemm<A: PackA, B: PackB>(
     lay: CLayout,
     par: bool,
 ) {
+    gemm_post(alpha, a, b, beta, c, lay, par, None)
+}
+
+/// `gemm` with beta 0, then C = max(C + bias[row], 0) applied to each tile while it is in L1
+/// (a convolution's bias and ReLU, fused): the same bits as a separate pass computing
+/// `(c + bias).max(0.0)`, without that pass over memory.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bias_relu<A: PackA, B: PackB>(
+    alpha: f32,
+    a: &A,
+    b: &B,
+    c: &mut [f32],
+    lay: CLayout,
+    par: bool,
+    bias: &[f32],
+) {
+    assert_eq!(bias.len(), a.rows(), "gemm_bias_relu: one bias per row");
+    gemm_post(alpha, a, b, 0.0, c, lay, par, Some(bias))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_post<A: PackA, B: PackB>(
+    alpha: f32,
+    a: &A,
+    b: &B,
+    beta: f32,
+    c: &mut [f32],
+    lay: CLayout,
+    par: bool,
+    bias: Option<&[f32]>,
+) {
     let (m, k, n) = (a.rows(), a.depth(), b.cols());
     assert_eq!(k, b.depth(), "gemm inner dimensions");
     assert!(
@@ -187,6 +221,14 @@ pub fn gemm<A: PackA, B: PackB>(
             }
         }
         if k == 0 || alpha == 0.0 {
+            if let Some(bias) = bias {
+                for i in 0..m {
+                    for j in 0..n {
+                        let v = &mut c[lay.off(i, j)];
+                        bias_relu(std::slice::from_mut(v), bias[i]);
+                    }
+                }
+            }
             return;
         }
     }
@@ -195,7 +237,10 @@ pub fn gemm<A: PackA, B: PackB>(
     } else {
         Store::Accumulate
     };
-    let cp = CPtr(c.as_mut_ptr());
+    let cp = CPtr {
+        ptr: c.as_mut_ptr(),
+        bias: bias.map_or(std::ptr::null(), |b| b.as_ptr()),
+    };
     let isa = kernel::isa();
     let threads = rayon::current_num_threads();
     if !par || threads <= 1 || m * n * k < PAR_MIN_MACS {
@@ -211,22 +256,102 @@ pub fn gemm<A: PackA, B: PackB>(
             .map(|p| (p * tiles / parts * unit).min(len)..((p + 1) * tiles / parts * unit).min(len))
             .collect()
     };
+    use rayon::prelude::*;
+    if mt >= threads && m * n * k >= SHARED_B_MIN_MACS && b.in_place_b().is_none() {
+        let parts = cuts(mt, MR, m);
+        return shared_b(isa, alpha, a, b, store0, cp, lay, &parts);
+    }
     let rects: Vec<(Range<usize>, Range<usize>)> = if nt >= mt {
         cuts(nt, NR, n).into_iter().map(|j| (0..m, j)).collect()
     } else {
         cuts(mt, MR, m).into_iter().map(|i| (i, 0..n)).collect()
     };
-    use rayon::prelude::*;
     rects
         .into_par_iter()
         .for_each(|(rows, cols)| serial(isa, alpha, a, b, store0, cp, lay, rows, cols));
+}
+
+/// A large product cut along M (`parts`, one per thread) with B packed ONCE per block, by
+/// all threads together, into one shared buffer: cut into rectangles, every thread would
+/// pack the whole of B (along M) or of A (along N) for itself, 5-10% of a 1024^3 product.
+/// Each thread packs only its own rows of A. Same depth blocks, same order of products per
+/// element as `serial`, so the same bits.
+#[allow(clippy::too_many_arguments)]
+fn shared_b<A: PackA, B: PackB>(
+    isa: Isa,
+    alpha: f32,
+    a: &A,
+    b: &B,
+    store0: Store,
+    c: CPtr,
+    lay: CLayout,
+    parts: &[Range<usize>],
+) {
+    use rayon::prelude::*;
+    let (k, n) = (a.depth(), b.cols());
+    let body = |bshared: &mut Vec<Line>| {
+        for jc in (0..n).step_by(NC) {
+            let nc = NC.min(n - jc);
+            let panels = nc.div_ceil(NR);
+            for pc in (0..k).step_by(KC) {
+                let kc = KC.min(k - pc);
+                let store = if pc == 0 { store0 } else { Store::Accumulate };
+                let bp = floats(bshared, panels * NR * kc);
+                // the threads pack runs of whole panels side by side
+                let per = panels.div_ceil(parts.len() * 4).max(1);
+                bp.par_chunks_mut(per * NR * kc)
+                    .enumerate()
+                    .for_each(|(t, out)| {
+                        let j0 = jc + t * per * NR;
+                        b.pack_b(pc, kc, j0, (per * NR).min(jc + nc - j0), out);
+                    });
+                let bp: &[f32] = bp;
+                parts.par_iter().for_each(|rows| {
+                    PACK.with(|p| {
+                        let mut own = (Vec::new(), Vec::new());
+                        let mut guard = p.try_borrow_mut();
+                        let (abuf, _) = match guard.as_mut() {
+                            Ok(bufs) => &mut **bufs,
+                            Err(_) => &mut own,
+                        };
+                        for ic in rows.clone().step_by(MC) {
+                            let mc = MC.min(rows.end - ic);
+                            let ap = floats(abuf, mc.div_ceil(MR) * MR * kc);
+                            a.pack_a(ic, mc, pc, kc, ap);
+                            macro_kernel(
+                                isa,
+                                kc,
+                                ASrc::Packed(ap),
+                                BSrc::Packed(bp),
+                                (ic, mc),
+                                (jc, nc),
+                                c,
+                                lay,
+                                alpha,
+                                store,
+                                pc + kc == k,
+                            );
+                        }
+                    })
+                });
+            }
+        }
+    };
+    SHARED_B.with(|s| match s.try_borrow_mut() {
+        Ok(mut buf) => body(&mut buf),
+        Err(_) => body(&mut Vec::new()),
+    });
 }
 
 /// C's base pointer, shared by the threads of one call. Each thread writes only the elements
 /// of its own rectangle, and `CLayout::valid_for` (checked in `gemm`) makes distinct elements
 /// distinct addresses.
 #[derive(Clone, Copy)]
-struct CPtr(*mut f32);
+struct CPtr {
+    ptr: *mut f32,
+    /// One bias per row of C for the fused bias + ReLU epilogue, or null.
+    bias: *const f32,
+}
 // SAFETY: see the type's comment: concurrent writers never touch the same element.
 unsafe impl Send for CPtr {}
 // SAFETY: as above.
@@ -239,6 +364,8 @@ struct Line([f32; 16]);
 
 thread_local! {
     static PACK: RefCell<(Vec<Line>, Vec<Line>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// The shared B block of `shared_b`, owned by the calling thread for the whole call.
+    static SHARED_B: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
 }
 
 fn floats(buf: &mut Vec<Line>, n: usize) -> &mut [f32] {
@@ -267,8 +394,20 @@ fn serial<A: PackA, B: PackB>(
     // B read where it lies (a direct convolution) skips packing altogether
     let b_in_place = b.in_place_b();
     let body = |(abuf, bbuf): &mut (Vec<Line>, Vec<Line>)| {
-        let sweep = |ap: ASrc<'_>, bp: BSrc<'_>, (ic, mc), (jc, nc), kc, store| {
-            macro_kernel(isa, kc, ap, bp, (ic, mc), (jc, nc), c, lay, alpha, store)
+        let sweep = |ap: ASrc<'_>, bp: BSrc<'_>, (ic, mc), (jc, nc), kc, store, last| {
+            macro_kernel(
+                isa,
+                kc,
+                ap,
+                bp,
+                (ic, mc),
+                (jc, nc),
+                c,
+                lay,
+                alpha,
+                store,
+                last,
+            )
         };
         fn block<'a, B: PackB>(
             b: &B,
@@ -319,7 +458,7 @@ fn serial<A: PackA, B: PackB>(
                 for jc in cols.clone().step_by(NC_ONE_A_BLOCK) {
                     let nc = NC_ONE_A_BLOCK.min(cols.end - jc);
                     let bp = block(b, b_in_place, bbuf, (pc, kc), (jc, nc));
-                    sweep(ap, bp, (rows.start, mc), (jc, nc), kc, store);
+                    sweep(ap, bp, (rows.start, mc), (jc, nc), kc, store, pc + kc == k);
                 }
             }
             return;
@@ -334,7 +473,15 @@ fn serial<A: PackA, B: PackB>(
                     let mc = MC.min(rows.end - ic);
                     let ap = floats(abuf, mc.div_ceil(MR) * MR * kc);
                     a.pack_a(ic, mc, pc, kc, ap);
-                    sweep(ASrc::Packed(ap), bp, (ic, mc), (jc, nc), kc, store);
+                    sweep(
+                        ASrc::Packed(ap),
+                        bp,
+                        (ic, mc),
+                        (jc, nc),
+                        kc,
+                        store,
+                        pc + kc == k,
+                    );
                 }
             }
         }
@@ -421,7 +568,9 @@ fn macro_kernel(
     lay: CLayout,
     alpha: f32,
     store: Store,
+    last: bool,
 ) {
+    let bias = (last && !c.bias.is_null()).then_some(c.bias);
     for q in 0..nc.div_ceil(NR) {
         let jb = jc + q * NR;
         let w = NR.min(jc + nc - jb);
@@ -440,12 +589,25 @@ fn macro_kernel(
                         kc,
                         apanel,
                         bpanel,
-                        c.0.add(lay.off(ib, jb)),
+                        c.ptr.add(lay.off(ib, jb)),
                         lay.rs,
                         alpha,
                         store,
                     )
                 };
+                if let Some(bias) = bias {
+                    for i in 0..MR {
+                        // SAFETY: as for the tile above; the bias holds one value per row of
+                        // C (`gemm_bias_relu` checks it) and ib + i is a row of C.
+                        let (row, b) = unsafe {
+                            (
+                                std::slice::from_raw_parts_mut(c.ptr.add(lay.off(ib + i, jb)), NR),
+                                *bias.add(ib + i),
+                            )
+                        };
+                        bias_relu(row, b);
+                    }
+                }
             } else {
                 edge_tile(
                     isa,
@@ -458,6 +620,7 @@ fn macro_kernel(
                     store,
                     (ib, h),
                     (jb, w),
+                    bias,
                 );
             }
         }
@@ -478,6 +641,7 @@ fn edge_tile(
     store: Store,
     (ib, h): (usize, usize),
     (jb, w): (usize, usize),
+    bias: Option<*const f32>,
 ) {
     let mut tile = [Line([0.0; 16]); MR];
     // SAFETY: the A panel addresses MR x kc floats (`ASrc::panel`), the B panel kc rows of
@@ -499,12 +663,24 @@ fn edge_tile(
         let roff = (ib + i) * lay.rs;
         for (j, v) in row.0.iter().take(w).enumerate() {
             // SAFETY: (ib + i, jb + j) is inside C, so its offset is (valid_for).
-            let dst = unsafe { &mut *c.0.add(roff + coff[j]) };
+            let dst = unsafe { &mut *c.ptr.add(roff + coff[j]) };
             *dst = match (store, alpha == 1.0) {
                 (Store::Overwrite, _) => *v * alpha,
                 (Store::Accumulate, true) => *dst + *v,
                 (Store::Accumulate, false) => v.mul_add(alpha, *dst),
             };
+            if let Some(bias) = bias {
+                // SAFETY: one bias per row of C (`gemm_bias_relu`), and ib + i is a row.
+                bias_relu(std::slice::from_mut(dst), unsafe { *bias.add(ib + i) });
+            }
         }
+    }
+}
+
+/// The fused epilogue, one definition for every tile shape: v = max(v + b, 0).
+#[inline]
+fn bias_relu(row: &mut [f32], b: f32) {
+    for v in row {
+        *v = (*v + b).max(0.0);
     }
 }

@@ -14,6 +14,6 @@ pub mod pack;
 #[cfg(test)]
 mod tests;
 
-pub use cpu::{CLayout, MatRef, gemm, sgemm, sgemm_par};
+pub use cpu::{CLayout, MatRef, gemm, gemm_bias_relu, sgemm, sgemm_par};
 pub use dot::gemm_nt_acc;
 pub use pack::{InPlaceB, PackA, PackB};
