@@ -23,7 +23,7 @@ pub enum RecipeName {
     /// The paper's: lr 0.02, momentum 0.9, no weight decay, dropout 0,0.1,0.2,0.3,0.4,
     /// drop-path 50% global / 50% local (p 0.15), batch 100, precise BN.
     Paper,
-    /// For short runs (a few epochs): no dropout, batch 50, lr 0.05 on a per-step cosine
+    /// For short runs (a few epochs): no dropout, batch 32, lr 0.05 on a per-step cosine
     /// schedule, weight decay 5e-4; the paper's drop-path and precise BN.
     Fast,
 }
@@ -244,7 +244,7 @@ fn run_on<B: Backend>(b: &B, a: TrainArgs) -> CliResult<()> {
     };
     let recipe = Recipe {
         epochs: a.epochs.unwrap_or(if fast { 8 } else { 400 }),
-        batch_size: a.batch_size.unwrap_or(if fast { 50 } else { 100 }),
+        batch_size: a.batch_size.unwrap_or(if fast { 32 } else { 100 }),
         lr: a.lr.unwrap_or(if fast { 0.05 } else { 0.02 }),
         momentum: a.momentum.unwrap_or(0.9),
         weight_decay: a.weight_decay.unwrap_or(if fast { 5e-4 } else { 0.0 }),
