@@ -358,7 +358,7 @@ fn direct_reads_give_the_packed_paths_bits() {
 fn fused_bias_relu_equals_conv_then_identity_batchnorm() {
     let cpu = Cpu::new();
     // direct and packed paths, partial Cout panels, depth past one KC block, and a product
-    // large enough for the shared-B parallel driver (4 x 128 x 8 x 8 by 128 x 128 x 3 x 3)
+    // large enough to be cut over the threads (4 x 128 x 8 x 8 by 128 x 128 x 3 x 3)
     let cases = [
         ([2, 3, 32, 32], [16, 3, 3, 3]),
         ([3, 32, 16, 16], [20, 32, 3, 3]),

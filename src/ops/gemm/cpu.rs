@@ -29,9 +29,6 @@ const PAR_MIN_MACS: usize = 1 << 20;
 /// it: packing copies all of A, which costs as much as the arithmetic when each row of A
 /// meets only a few columns of B (a convolution at batch 1 on 2x2..8x8 images).
 const IN_PLACE_A_MAX_N: usize = 256;
-/// From this many multiply-adds a product with at least one MR row panel per thread packs
-/// B once for all threads (`shared_b`) instead of once per thread.
-const SHARED_B_MIN_MACS: usize = 1 << 24;
 
 /// A read-only strided matrix view: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -257,10 +254,6 @@ fn gemm_post<A: PackA, B: PackB>(
             .collect()
     };
     use rayon::prelude::*;
-    if mt >= threads && m * n * k >= SHARED_B_MIN_MACS && b.in_place_b().is_none() {
-        let parts = cuts(mt, MR, m);
-        return shared_b(isa, alpha, a, b, store0, cp, lay, &parts);
-    }
     let rects: Vec<(Range<usize>, Range<usize>)> = if nt >= mt {
         cuts(nt, NR, n).into_iter().map(|j| (0..m, j)).collect()
     } else {
@@ -269,78 +262,6 @@ fn gemm_post<A: PackA, B: PackB>(
     rects
         .into_par_iter()
         .for_each(|(rows, cols)| serial(isa, alpha, a, b, store0, cp, lay, rows, cols));
-}
-
-/// A large product cut along M (`parts`, one per thread) with B packed ONCE per block, by
-/// all threads together, into one shared buffer: cut into rectangles, every thread would
-/// pack the whole of B (along M) or of A (along N) for itself, 5-10% of a 1024^3 product.
-/// Each thread packs only its own rows of A. Same depth blocks, same order of products per
-/// element as `serial`, so the same bits.
-#[allow(clippy::too_many_arguments)]
-fn shared_b<A: PackA, B: PackB>(
-    isa: Isa,
-    alpha: f32,
-    a: &A,
-    b: &B,
-    store0: Store,
-    c: CPtr,
-    lay: CLayout,
-    parts: &[Range<usize>],
-) {
-    use rayon::prelude::*;
-    let (k, n) = (a.depth(), b.cols());
-    let body = |bshared: &mut Vec<Line>| {
-        for jc in (0..n).step_by(NC) {
-            let nc = NC.min(n - jc);
-            let panels = nc.div_ceil(NR);
-            for pc in (0..k).step_by(KC) {
-                let kc = KC.min(k - pc);
-                let store = if pc == 0 { store0 } else { Store::Accumulate };
-                let bp = floats(bshared, panels * NR * kc);
-                // the threads pack runs of whole panels side by side
-                let per = panels.div_ceil(parts.len() * 4).max(1);
-                bp.par_chunks_mut(per * NR * kc)
-                    .enumerate()
-                    .for_each(|(t, out)| {
-                        let j0 = jc + t * per * NR;
-                        b.pack_b(pc, kc, j0, (per * NR).min(jc + nc - j0), out);
-                    });
-                let bp: &[f32] = bp;
-                parts.par_iter().for_each(|rows| {
-                    PACK.with(|p| {
-                        let mut own = (Vec::new(), Vec::new());
-                        let mut guard = p.try_borrow_mut();
-                        let (abuf, _) = match guard.as_mut() {
-                            Ok(bufs) => &mut **bufs,
-                            Err(_) => &mut own,
-                        };
-                        for ic in rows.clone().step_by(MC) {
-                            let mc = MC.min(rows.end - ic);
-                            let ap = floats(abuf, mc.div_ceil(MR) * MR * kc);
-                            a.pack_a(ic, mc, pc, kc, ap);
-                            macro_kernel(
-                                isa,
-                                kc,
-                                ASrc::Packed(ap),
-                                BSrc::Packed(bp),
-                                (ic, mc),
-                                (jc, nc),
-                                c,
-                                lay,
-                                alpha,
-                                store,
-                                pc + kc == k,
-                            );
-                        }
-                    })
-                });
-            }
-        }
-    };
-    SHARED_B.with(|s| match s.try_borrow_mut() {
-        Ok(mut buf) => body(&mut buf),
-        Err(_) => body(&mut Vec::new()),
-    });
 }
 
 /// C's base pointer, shared by the threads of one call. Each thread writes only the elements
@@ -364,8 +285,6 @@ struct Line([f32; 16]);
 
 thread_local! {
     static PACK: RefCell<(Vec<Line>, Vec<Line>)> = const { RefCell::new((Vec::new(), Vec::new())) };
-    /// The shared B block of `shared_b`, owned by the calling thread for the whole call.
-    static SHARED_B: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
 }
 
 fn floats(buf: &mut Vec<Line>, n: usize) -> &mut [f32] {

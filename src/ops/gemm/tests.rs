@@ -153,7 +153,7 @@ fn parallel_is_bit_identical_to_serial() {
         (20, 500, 700),
         (700, 64, 20),
         (1, 2000, 300),
-        // past SHARED_B_MIN_MACS: B packed once by all threads; two column blocks (N > NC)
+        // two column blocks (N > NC)
         (40, 110, 4500),
     ] {
         let a = rand(m * k, 11);
