@@ -11,7 +11,7 @@
 //! by the serial driver: every element of C is summed in the same order whatever the thread
 //! count, so results are bit-identical on 1, 2 or 64 threads.
 
-use super::kernel::{self, APanel, BPanel, Isa, MR, NR, Store};
+use super::kernel::{self, APanel, BPanel, Isa, MR, NR, Store, bias_relu};
 use super::pack::{InPlaceB, PackA, PackB};
 use std::cell::RefCell;
 use std::ops::Range;
@@ -512,21 +512,11 @@ fn macro_kernel(
                         lay.rs,
                         alpha,
                         store,
+                        // SAFETY: one bias per row of C (`gemm_bias_relu` checks it), and
+                        // the tile's MR rows are rows of C
+                        bias.map_or(std::ptr::null(), |b| b.add(ib)),
                     )
                 };
-                if let Some(bias) = bias {
-                    for i in 0..MR {
-                        // SAFETY: as for the tile above; the bias holds one value per row of
-                        // C (`gemm_bias_relu` checks it) and ib + i is a row of C.
-                        let (row, b) = unsafe {
-                            (
-                                std::slice::from_raw_parts_mut(c.ptr.add(lay.off(ib + i, jb)), NR),
-                                *bias.add(ib + i),
-                            )
-                        };
-                        bias_relu(row, b);
-                    }
-                }
             } else {
                 edge_tile(
                     isa,
@@ -575,31 +565,43 @@ fn edge_tile(
             NR,
             1.0,
             Store::Overwrite,
+            std::ptr::null(),
         )
     };
+    let store_row = |dst: &mut [f32], src: &[f32]| {
+        for (d, v) in dst.iter_mut().zip(src) {
+            *d = match (store, alpha == 1.0) {
+                (Store::Overwrite, _) => *v * alpha,
+                (Store::Accumulate, true) => *d + *v,
+                (Store::Accumulate, false) => v.mul_add(alpha, *d),
+            };
+        }
+    };
+    if w == NR && jb % lay.seg + NR <= lay.seg {
+        // whole consecutive rows (a partial row panel: Cout 16 = 6 + 6 + 4): row copies
+        for (i, row) in tile.iter().take(h).enumerate() {
+            // SAFETY: row ib + i, columns jb..jb + NR are inside C and consecutive (one
+            // segment; valid_for), and nothing else writes them during this call.
+            let dst = unsafe { std::slice::from_raw_parts_mut(c.ptr.add(lay.off(ib + i, jb)), NR) };
+            store_row(dst, &row.0);
+            if let Some(bias) = bias {
+                // SAFETY: one bias per row of C (`gemm_bias_relu`), and ib + i is a row.
+                bias_relu(dst, unsafe { *bias.add(ib + i) });
+            }
+        }
+        return;
+    }
     let coff: [usize; NR] = std::array::from_fn(|j| if j < w { lay.off(0, jb + j) } else { 0 });
     for (i, row) in tile.iter_mut().take(h).enumerate() {
         let roff = (ib + i) * lay.rs;
         for (j, v) in row.0.iter().take(w).enumerate() {
             // SAFETY: (ib + i, jb + j) is inside C, so its offset is (valid_for).
             let dst = unsafe { &mut *c.ptr.add(roff + coff[j]) };
-            *dst = match (store, alpha == 1.0) {
-                (Store::Overwrite, _) => *v * alpha,
-                (Store::Accumulate, true) => *dst + *v,
-                (Store::Accumulate, false) => v.mul_add(alpha, *dst),
-            };
+            store_row(std::slice::from_mut(dst), std::slice::from_ref(v));
             if let Some(bias) = bias {
                 // SAFETY: one bias per row of C (`gemm_bias_relu`), and ib + i is a row.
                 bias_relu(std::slice::from_mut(dst), unsafe { *bias.add(ib + i) });
             }
         }
-    }
-}
-
-/// The fused epilogue, one definition for every tile shape: v = max(v + b, 0).
-#[inline]
-fn bias_relu(row: &mut [f32], b: f32) {
-    for v in row {
-        *v = (*v + b).max(0.0);
     }
 }

@@ -86,7 +86,11 @@ impl BPanel {
 /// # Safety
 /// `a` addresses MR x kc readable floats; `b` addresses kc rows of NR readable floats (and
 /// `b.koff`, when not null, kc readable offsets);
-/// `c + i * rsc + j` is writable (and readable for `Store::Accumulate`) for i < MR, j < NR.
+/// `c + i * rsc + j` is writable (and readable for `Store::Accumulate`) for i < MR, j < NR;
+/// `bias`, when not null, holds MR readable floats.
+///
+/// With a `bias`, each stored value becomes max(v + bias[i], 0) (the epilogue of a folded
+/// convolution: its bias and ReLU, applied in registers), computed as `bias_relu` does.
 // BLIS's microkernel signature: the panels, the tile's address and stride, and the store.
 #[allow(clippy::too_many_arguments)]
 #[inline]
@@ -99,6 +103,7 @@ pub unsafe fn tile(
     rsc: usize,
     alpha: f32,
     store: Store,
+    bias: *const f32,
 ) {
     // The packed case gets its own instance with constant strides: the large-GEMM path keeps
     // exactly the code it had.
@@ -107,25 +112,37 @@ pub unsafe fn tile(
         // SAFETY: Avx2Fma is only chosen when the CPU has AVX2 and FMA; the pointer contract
         // is the caller's.
         (Isa::Avx2Fma, true, true) => unsafe {
-            x86::tile_6x16::<true, false>(kc, a, b, c, rsc, alpha, store)
+            x86::tile_6x16::<true, false>(kc, a, b, c, rsc, alpha, store, bias)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         (Isa::Avx2Fma, false, true) => unsafe {
-            x86::tile_6x16::<false, false>(kc, a, b, c, rsc, alpha, store)
+            x86::tile_6x16::<false, false>(kc, a, b, c, rsc, alpha, store, bias)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         (Isa::Avx2Fma, true, false) => unsafe {
-            x86::tile_6x16::<true, true>(kc, a, b, c, rsc, alpha, store)
+            x86::tile_6x16::<true, true>(kc, a, b, c, rsc, alpha, store, bias)
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
         (Isa::Avx2Fma, false, false) => unsafe {
-            x86::tile_6x16::<false, true>(kc, a, b, c, rsc, alpha, store)
+            x86::tile_6x16::<false, true>(kc, a, b, c, rsc, alpha, store, bias)
         },
         // SAFETY: the caller's pointer contract.
-        (Isa::Portable, _, _) => unsafe { portable::tile_6x16(kc, a, b, c, rsc, alpha, store) },
+        (Isa::Portable, _, _) => unsafe {
+            portable::tile_6x16(kc, a, b, c, rsc, alpha, store, bias)
+        },
+    }
+}
+
+/// The fused epilogue's arithmetic, one definition for every path: v = max(v + b, 0), where
+/// max(x, 0) is x if x > 0, else 0 (as the x86 `maxps` instruction computes it).
+#[inline]
+pub fn bias_relu(row: &mut [f32], b: f32) {
+    for v in row {
+        let s = *v + b;
+        *v = if s > 0.0 { s } else { 0.0 };
     }
 }
 
@@ -140,6 +157,7 @@ mod x86 {
     /// `PACKED`: A is a packed panel (constant strides 1 and MR); otherwise A's strides are
     /// read from `a`. `DIRECT`: B's rows are at `b.ptr + b.koff[k]`, else packed.
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)] // the `tile` contract, unpacked
     pub unsafe fn tile_6x16<const PACKED: bool, const DIRECT: bool>(
         kc: usize,
         a: APanel,
@@ -148,9 +166,10 @@ mod x86 {
         rsc: usize,
         alpha: f32,
         store: Store,
+        bias: *const f32,
     ) {
         // SAFETY (whole body): the caller guarantees MR x kc floats addressed by a, kc*NR at
-        // b, and an MR x NR tile at c with row stride rsc.
+        // b, an MR x NR tile at c with row stride rsc, and MR floats at a non-null bias.
         unsafe {
             let (rs, cs) = if PACKED { (1, MR) } else { (a.rs, a.cs) };
             let mut acc = [[_mm256_setzero_ps(); 2]; MR];
@@ -177,10 +196,15 @@ mod x86 {
                 let pc = c.add(i * rsc);
                 for (h, v) in row.iter().enumerate() {
                     let p = pc.add(8 * h);
-                    let r = match store {
+                    let mut r = match store {
                         Store::Overwrite => _mm256_mul_ps(*v, va),
                         Store::Accumulate => _mm256_fmadd_ps(*v, va, _mm256_loadu_ps(p)),
                     };
+                    if !bias.is_null() {
+                        // max(x, 0) returns its second operand, 0, unless x > 0: `bias_relu`
+                        let s = _mm256_add_ps(r, _mm256_set1_ps(*bias.add(i)));
+                        r = _mm256_max_ps(s, _mm256_setzero_ps());
+                    }
                     _mm256_storeu_ps(p, r);
                 }
             }
@@ -192,6 +216,7 @@ mod portable {
     use super::{APanel, BPanel, MR, NR, Store};
     use wide::f32x8;
 
+    #[allow(clippy::too_many_arguments)] // the `tile` contract, unpacked
     pub unsafe fn tile_6x16(
         kc: usize,
         a: APanel,
@@ -200,6 +225,7 @@ mod portable {
         rsc: usize,
         alpha: f32,
         store: Store,
+        bias: *const f32,
     ) {
         // SAFETY (whole body): as for the x86 kernel.
         unsafe {
@@ -231,6 +257,9 @@ mod portable {
                         }
                     };
                     dst.copy_from_slice(&r.to_array());
+                    if !bias.is_null() {
+                        super::bias_relu(dst, *bias.add(i));
+                    }
                 }
             }
         }

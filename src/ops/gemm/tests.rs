@@ -399,6 +399,7 @@ fn every_kernel_reads_packed_and_in_place_a_alike() {
                     NR,
                     1.0,
                     Store::Overwrite,
+                    std::ptr::null(),
                 )
             };
             for (x, y) in c.iter().zip(&want) {
@@ -446,11 +447,36 @@ fn every_kernel_reads_packed_and_in_place_b_alike() {
                     NR,
                     1.0,
                     Store::Overwrite,
+                    std::ptr::null(),
                 )
             };
             tiles.push(c);
         }
         assert_eq!(tiles[0], tiles[1], "{isa:?}: packed vs in-place B");
+        // the fused epilogue: max(v + bias[row], 0), as `bias_relu` computes it afterwards
+        let bias: Vec<f32> = (0..MR).map(|i| i as f32 - 2.5).collect();
+        let mut fused = vec![f32::NAN; MR * NR];
+        // SAFETY: as above; bias holds MR values.
+        unsafe {
+            tile(
+                isa,
+                kc,
+                APanel::packed(a.as_ptr()),
+                BPanel::packed(packed_b.as_ptr()),
+                fused.as_mut_ptr(),
+                NR,
+                1.0,
+                Store::Overwrite,
+                bias.as_ptr(),
+            )
+        };
+        let mut want = tiles[0].clone();
+        for (row, &b) in want.chunks_exact_mut(NR).zip(&bias) {
+            super::kernel::bias_relu(row, b);
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&fused), bits(&want), "{isa:?}: fused bias + ReLU");
+        assert!(want.contains(&0.0) && want.iter().any(|&v| v > 0.0));
         for (t, x) in tiles[0].iter().enumerate() {
             let (i, j) = (t / NR, t % NR);
             let y: f64 = (0..kc)
