@@ -172,9 +172,9 @@ pub fn gemm<A: PackA, B: PackB>(
     gemm_post(alpha, a, b, beta, c, lay, par, None)
 }
 
-/// `gemm` with beta 0, then C = max(C + bias[row], 0) applied to each tile while it is in L1
-/// (a convolution's bias and ReLU, fused): the same bits as a separate pass computing
-/// `(c + bias).max(0.0)`, without that pass over memory.
+/// `gemm` with beta 0, then C = max(C + bias[row], 0) (`kernel::bias_relu`) applied to each
+/// tile in registers before it is stored (a convolution's bias and ReLU, fused): the values
+/// of a separate pass over C, without that pass over memory.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_bias_relu<A: PackA, B: PackB>(
     alpha: f32,
