@@ -280,11 +280,7 @@ pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
 /// epilogue instead of in a second pass over y.
 pub fn forward_bias_relu(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0f32; g.n * g.cout * g.ho * g.wo];
-    let wm = MatRef::rm(w, g.cout, g.k());
-    let lay = CLayout::images(g.cout, g.ho * g.wo, g.n);
-    with_padded(g, x, direct_enabled(), |b| {
-        gemm_bias_relu(1.0, &wm, b, &mut y, lay, true, bias)
-    });
+    forward_into_with(g, x, w, Some(bias), &mut y, direct_enabled());
     y
 }
 
@@ -293,15 +289,26 @@ pub fn forward_bias_relu(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32]) -> Ve
 /// written straight into y's NCHW images (`CLayout::images`). The GEMM cuts the pixel
 /// columns over the threads.
 fn forward_into(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
-    forward_into_with(g, x, w, y, direct_enabled())
+    forward_into_with(g, x, w, None, y, direct_enabled())
 }
 
-/// `forward_into`, with the direct (in-place) reading of the padded input allowed or not:
-/// both give the same bits, since the kernels sum the same products in the same order.
-pub(super) fn forward_into_with(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32], direct: bool) {
+/// `forward_into` (with the fused bias + ReLU when `bias` is given), with the direct
+/// (in-place) reading of the padded input allowed or not: both give the same bits, since the
+/// kernels sum the same products in the same order.
+pub(super) fn forward_into_with(
+    g: &ConvGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    direct: bool,
+) {
     let wm = MatRef::rm(w, g.cout, g.k());
     let lay = CLayout::images(g.cout, g.ho * g.wo, g.n);
-    with_padded(g, x, direct, |b| gemm(1.0, &wm, b, 0.0, y, lay, true));
+    with_padded(g, x, direct, |b| match bias {
+        Some(bias) => gemm_bias_relu(1.0, &wm, b, y, lay, true, bias),
+        None => gemm(1.0, &wm, b, 0.0, y, lay, true),
+    });
 }
 
 /// Whether `forward_into` reads this geometry's input in place (`Im2colB::in_place_b`).

@@ -335,8 +335,14 @@ fn direct_reads_give_the_packed_paths_bits() {
         let w = random_vec(ws.iter().product(), 95 + i as u64);
         let out = g.n * g.cout * g.ho * g.wo;
         let (mut a, mut b) = (vec![f32::NAN; out], vec![f32::NAN; out]);
-        super::cpu::forward_into_with(&g, &x, &w, &mut a, true);
-        super::cpu::forward_into_with(&g, &x, &w, &mut b, false);
+        super::cpu::forward_into_with(&g, &x, &w, None, &mut a, true);
+        super::cpu::forward_into_with(&g, &x, &w, None, &mut b, false);
+        // and with the fused bias + ReLU
+        let bias = random_vec(g.cout, 99 + i as u64);
+        let (mut fa, mut fb) = (vec![f32::NAN; out], vec![f32::NAN; out]);
+        super::cpu::forward_into_with(&g, &x, &w, Some(&bias), &mut fa, true);
+        super::cpu::forward_into_with(&g, &x, &w, Some(&bias), &mut fb, false);
+        assert_eq!(fa, fb, "case {i}: fused, direct vs packed");
         assert_eq!(
             super::cpu::direct_applies(&g),
             direct,
