@@ -8,6 +8,7 @@ use clap::Parser;
 static ALLOC: cli::alloc::PeakAlloc = cli::alloc::PeakAlloc;
 
 fn main() {
+    cli::alloc::keep_freed_memory();
     let args = match cli::Cli::try_parse() {
         Ok(a) => a,
         Err(e) if !e.use_stderr() => {
