@@ -39,7 +39,16 @@ fn random_images(n: usize, seed: u64) -> Images {
 /// A small network trained for a few drop-path steps (so that BN statistics are not the
 /// initial ones) and calibrated (so that each column has statistics of its own).
 fn trained(b: &Cpu, columns: usize, images: &Images) -> (Network<Cpu>, ModelMeta) {
-    let mut cfg = FractalConfig::new(columns, vec![4, 6], 1, 4);
+    trained_with(b, columns, vec![4, 6], images)
+}
+
+fn trained_with(
+    b: &Cpu,
+    columns: usize,
+    channels: Vec<usize>,
+    images: &Images,
+) -> (Network<Cpu>, ModelMeta) {
+    let mut cfg = FractalConfig::new(columns, channels, 1, 4);
     cfg.input_hw = [8, 8];
     let mut net = Network::new(b, &cfg, 3).unwrap();
     let (mean, std) = images.channel_stats();
@@ -186,6 +195,60 @@ fn extracted_columns_compute_the_columns_logits() {
             .map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("out of range")));
     }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn a_loaded_folded_column_runs_winograd_with_the_same_logits() {
+    // the CPU prepares Winograd weights for the folded layers when the file is loaded, and
+    // the layers where it pays run it (here 32 -> 64 and 64 -> 64)
+    let b = Cpu::with_threads(2);
+    let tmp = tmpdir("winograd");
+    let images = random_images(40, 2);
+    let (net, meta) = trained_with(&b, 2, vec![32, 64], &images);
+    let idx: Vec<usize> = (0..40).collect();
+    let (x, _) = make_batch(&b, &images, &idx, &meta.input_mean, &meta.input_std, None).unwrap();
+    let e = extract_column(&net, &meta, 1).unwrap();
+    let f = fold_bn(&b, &e.params, &e.meta).unwrap();
+    let path = tmp.join("col1-folded.safetensors");
+    save_tensors(&path, &b, &f.params, &f.meta, &BTreeMap::new(), |_| true).unwrap();
+    let (mut folded, _) = load_model(&path, &b).unwrap();
+    let prepared: Vec<usize> = folded
+        .params
+        .specs
+        .iter()
+        .zip(&folded.params.tensors)
+        .filter(|(s, _)| s.name.ends_with("const.prepared"))
+        .map(|(_, t)| t.shape.numel())
+        .collect();
+    // the plan of C = 2 has three layers per block; the file holds column 1's two, and
+    // only those are prepared
+    assert_eq!(prepared.len(), 6);
+    assert_eq!(
+        prepared.iter().filter(|&&n| n > 0).count(),
+        4,
+        "{prepared:?}"
+    );
+    let wino = logits(&b, &mut folded, &x, 1, None);
+    // the same network with the prepared tensors emptied runs the direct kernels
+    let (mut direct, _) = load_model(&path, &b).unwrap();
+    for (s, t) in direct
+        .params
+        .specs
+        .iter()
+        .zip(direct.params.tensors.iter_mut())
+    {
+        if s.name.ends_with("const.prepared") {
+            *t = b.from_host(fractalnet::Shape::new([0]), &[]).unwrap();
+        }
+    }
+    let plain = logits(&b, &mut direct, &x, 1, None);
+    assert_ne!(
+        wino, plain,
+        "Winograd rounds differently, so it did not run"
+    );
+    let err = rel_err(&plain, &wino);
+    assert!(err <= 1e-5, "relative error {err}");
     let _ = std::fs::remove_dir_all(&tmp);
 }
 

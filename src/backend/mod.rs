@@ -62,6 +62,10 @@ pub trait Backend: Sized {
     /// BatchNorm that adds the bias: gamma and var `ones`, mean `zeros` ([Cout] each), eps 0,
     /// beta = bias, so its scale is exactly 1 and its shift exactly the bias, and it computes
     /// z + bias correctly rounded. A backend may fuse the two; the result must not change.
+    ///
+    /// `prepared` is what `conv2d_bias_relu_prepare` made of `w`, or empty. With it a backend
+    /// may use another algorithm (the CPU: Winograd), whose rounding differs by a few ulps of
+    /// the values summed; an empty one gives the values above.
     #[allow(clippy::too_many_arguments)]
     fn conv2d_bias_relu_forward(
         &self,
@@ -70,10 +74,19 @@ pub trait Backend: Sized {
         bias: &Tensor<Self>,
         ones: &Tensor<Self>,
         zeros: &Tensor<Self>,
+        prepared: &Tensor<Self>,
         p: Conv2dParams,
     ) -> Result<Tensor<Self>> {
+        let _ = prepared;
         let z = self.conv2d_forward(x, w, p)?;
         self.batchnorm_forward_eval(&z, ones, bias, zeros, ones, 0.0, true)
+    }
+    /// A rearrangement of a folded inference layer's 3x3 weight [Cout, Cin, 3, 3] for a faster
+    /// `conv2d_bias_relu_forward`, made once when a network is loaded; None (the default)
+    /// where the backend has none.
+    fn conv2d_bias_relu_prepare(&self, w: &Tensor<Self>) -> Result<Option<Tensor<Self>>> {
+        let _ = w;
+        Ok(None)
     }
     /// Returns (dx if `need_dx`, dw).
     fn conv2d_backward(

@@ -229,5 +229,7 @@ pub fn params_from_raw<B: Backend>(
         tensors,
         has_column_stats,
     };
-    Ok((Network::from_params(plan, params)?, meta))
+    let mut net = Network::from_params(plan, params)?;
+    net.prepare(b, meta.column)?;
+    Ok((net, meta))
 }

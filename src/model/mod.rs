@@ -118,6 +118,20 @@ impl<B: Backend> Network<B> {
         })
     }
 
+    /// Rebuilds the backend-prepared tensors (`Role::Prepared`: a folded layer's weight
+    /// arranged for the backend's fastest kernel) from the current weights, for the units of
+    /// `column` (an extracted column's file holds no others) or of every column. Loading a
+    /// file does it; until then, or where the backend has no such kernel, they stay empty
+    /// and the plain kernels run.
+    pub fn prepare(&mut self, b: &B, column: Option<usize>) -> Result<()> {
+        for (u, idx) in self.plan.units.iter().zip(&self.unit_params) {
+            if column.is_none_or(|c| u.in_column(c)) {
+                unit::prepare(b, u, idx, &mut self.params)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn config(&self) -> &FractalConfig {
         &self.plan.config
     }

@@ -30,6 +30,11 @@ pub enum Role {
     /// BatchNorm that adds a folded unit's bias. Neither trained nor stored in files.
     Ones,
     Zeros,
+    /// A backend's own arrangement of the conv weight before it (e.g. the CPU's Winograd
+    /// transform), rebuilt from that weight whenever a network is loaded
+    /// (`Network::prepare`); empty until then, and an empty one means the plain kernel.
+    /// Neither trained nor stored.
+    Prepared,
 }
 
 impl Role {
@@ -41,7 +46,7 @@ impl Role {
     }
     /// Whether the tensor belongs in a model file (constants are rebuilt from the plan).
     pub fn stored(&self) -> bool {
-        !matches!(self, Role::Ones | Role::Zeros)
+        !matches!(self, Role::Ones | Role::Zeros | Role::Prepared)
     }
     /// The value every element starts at (weights: drawn instead, see `Params::init`).
     pub fn fill(&self) -> f32 {

@@ -69,6 +69,7 @@ const CVAR: usize = 6;
 const BIAS: usize = 1;
 const ONES: usize = 2;
 const ZEROS: usize = 3;
+const PREPARED: usize = 4;
 
 /// A unit's tensors: per stage `{prefix}.conv{tag}.weight` and `{prefix}.bn{tag}.*`.
 pub fn param_specs(u: &UnitNode) -> Vec<ParamSpec> {
@@ -93,6 +94,7 @@ pub fn param_specs(u: &UnitNode) -> Vec<ParamSpec> {
             // Not in files: the operands of the identity BatchNorm that adds the bias.
             spec("const.ones", c.clone(), Role::Ones),
             spec("const.zeros", c, Role::Zeros),
+            spec("const.prepared", Shape::new([0]), Role::Prepared),
         ];
     }
     let mut specs = Vec::new();
@@ -131,6 +133,27 @@ fn inference_only(u: &UnitNode) -> Error {
     ))
 }
 
+/// Rebuilds a folded unit's `Role::Prepared` tensor from its weight with the backend's
+/// `conv2d_bias_relu_prepare` (empty where the backend has no faster kernel for it). Other
+/// units have nothing to prepare.
+pub fn prepare<B: Backend>(
+    b: &B,
+    u: &UnitNode,
+    idx: &UnitParamIdx,
+    params: &mut Params<B>,
+) -> Result<()> {
+    if u.kind != UnitOp::ConvBiasRelu {
+        return Ok(());
+    }
+    let (w, slot) = (idx.0[CONV_W], idx.0[PREPARED]);
+    let prepared = match b.conv2d_bias_relu_prepare(&params.tensors[w])? {
+        Some(t) => t,
+        None => b.from_host(Shape::new([0]), &[])?,
+    };
+    params.tensors[slot] = prepared;
+    Ok(())
+}
+
 /// Forward through one unit. Returns the output and, in training mode, the cache.
 pub fn forward<B: Backend>(
     b: &B,
@@ -148,7 +171,9 @@ pub fn forward<B: Backend>(
         let p = &params.tensors;
         let (w, bias) = (&p[t(CONV_W)], &p[t(BIAS)]);
         let (ones, zeros) = (&p[t(ONES)], &p[t(ZEROS)]);
-        let y = b.conv2d_bias_relu_forward(x, w, bias, ones, zeros, Conv2dParams::SAME3X3)?;
+        let prepared = &p[t(PREPARED)];
+        let y =
+            b.conv2d_bias_relu_forward(x, w, bias, ones, zeros, prepared, Conv2dParams::SAME3X3)?;
         return Ok((y, None));
     }
     let stages = u.stages();

@@ -5,7 +5,7 @@
 use super::Backend;
 use crate::error::{Error, Result};
 use crate::ops::batchnorm::{self, BatchStats};
-use crate::ops::conv2d::{self, Conv2dParams, ConvGeom};
+use crate::ops::conv2d::{self, Conv2dParams, ConvGeom, winograd};
 use crate::ops::pool::{self, Pool2dParams};
 use crate::ops::{dropout, elementwise, join, linear, sgd, softmax_xent};
 use crate::tensor::{Shape, Tensor, same_shape};
@@ -107,6 +107,7 @@ impl Backend for Cpu {
         bias: &Tensor<Self>,
         _ones: &Tensor<Self>,
         _zeros: &Tensor<Self>,
+        prepared: &Tensor<Self>,
         p: Conv2dParams,
     ) -> Result<Tensor<Self>> {
         let g = ConvGeom::new(&x.shape, &w.shape, p)?;
@@ -116,10 +117,38 @@ impl Backend for Cpu {
                 format!("bias {} for {} output channels", bias.shape, g.cout),
             ));
         }
+        if !prepared.storage.is_empty() {
+            let wt = winograd::Weights::from_prepared(&prepared.storage, g.cout, g.cin)
+                .ok_or_else(|| {
+                    Error::shape(
+                        "conv2d_bias_relu",
+                        format!(
+                            "prepared weights {} do not fit weight {}",
+                            prepared.shape, w.shape
+                        ),
+                    )
+                })?;
+            if winograd::applies(&g) && winograd::pays(&g) {
+                let mut y = vec![0.0f32; g.n * g.cout * g.ho * g.wo];
+                winograd::forward(&g, &x.storage, &wt, Some(&bias.storage), &mut y);
+                return Ok(self.t(g.out_shape(), y));
+            }
+        }
         Ok(self.t(
             g.out_shape(),
             conv2d::cpu::forward_bias_relu(&g, &x.storage, &w.storage, &bias.storage),
         ))
+    }
+
+    /// Winograd F(2x2, 3x3) weights (`ops::conv2d::winograd`) for 3x3 kernels, unless
+    /// FRACTALNET_NO_WINOGRAD is set (for side-by-side timing against the direct kernel).
+    fn conv2d_bias_relu_prepare(&self, w: &Tensor<Self>) -> Result<Option<Tensor<Self>>> {
+        let [cout, cin, kh, kw] = w.shape.nchw("conv2d_bias_relu_prepare")?;
+        if kh != 3 || kw != 3 || !winograd::enabled() {
+            return Ok(None);
+        }
+        let u = winograd::Weights::new(&w.storage, cout, cin).into_prepared();
+        Ok(Some(self.t(Shape::new([u.len()]), u)))
     }
 
     fn conv2d_backward(

@@ -5,6 +5,7 @@
 pub mod cpu;
 #[cfg(test)]
 mod tests;
+pub mod winograd;
 
 use crate::error::{Error, Result};
 use crate::tensor::Shape;
