@@ -12,11 +12,13 @@ pub mod linear;
 pub mod pool;
 pub mod sgd;
 pub mod softmax_xent;
+pub mod team;
 
-/// Values below which a parallel loop is not worth splitting: handing work to another thread
-/// costs a few microseconds, about what one core needs for this many element-wise operations.
-/// At batch 1 most tensors are smaller, and per-op hand-offs would dominate.
-pub const PAR_GRAIN: usize = 1 << 14;
+/// Values below which a parallel loop is not worth splitting: waking a sleeping rayon worker
+/// costs 10-50 microseconds on a shared 2-core VM, about what one core needs for this many
+/// element-wise operations. At batch 1 every tensor is smaller (the largest, 16 x 34 x 34
+/// padded values, took a rayon hand-off per convolution at 1 << 14).
+pub const PAR_GRAIN: usize = 1 << 16;
 
 /// The fewest items of `len` values each that one rayon task should take (`with_min_len`), so
 /// that no task holds fewer than `PAR_GRAIN` values and a small tensor runs on the calling

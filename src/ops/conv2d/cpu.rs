@@ -329,10 +329,14 @@ fn direct_enabled() -> bool {
 /// convolution has no padding), so that every tap of every pixel is in bounds.
 fn with_padded<R>(g: &ConvGeom, x: &[f32], direct: bool, f: impl FnOnce(&Im2colB<'_>) -> R) -> R {
     let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
-    let koff: Vec<usize> = (0..g.cin)
-        .flat_map(|ci| (0..g.kh).flat_map(move |ky| (0..g.kw).map(move |kx| (ci, ky, kx))))
-        .map(|(ci, ky, kx)| (ci * hp + ky) * wp + kx)
-        .collect();
+    let mut koff = Vec::with_capacity(g.k());
+    for ci in 0..g.cin {
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                koff.push((ci * hp + ky) * wp + kx);
+            }
+        }
+    }
     if g.pad == 0 {
         return f(&Im2colB {
             g,
@@ -356,9 +360,13 @@ fn with_padded<R>(g: &ConvGeom, x: &[f32], direct: bool, f: impl FnOnce(&Im2colB
                     .chunks_exact_mut(wp)
                     .zip(src.chunks_exact(g.w))
                 {
-                    drow[..g.pad].fill(0.0);
-                    drow[g.pad..g.pad + g.w].copy_from_slice(srow);
-                    drow[g.pad + g.w..].fill(0.0);
+                    // element by element: a `fill` of 1-2 values per row was a memset call
+                    let (left, rest) = drow.split_at_mut(g.pad);
+                    let (mid, right) = rest.split_at_mut(g.w);
+                    for v in left.iter_mut().chain(right) {
+                        *v = 0.0;
+                    }
+                    mid.copy_from_slice(srow);
                 }
             });
         f(&Im2colB {

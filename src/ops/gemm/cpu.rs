@@ -22,9 +22,21 @@ const NC: usize = 4096;
 /// NC when all of M fits one A block: each packed B block is then used by that one block
 /// right after packing, so it should stay in L2 rather than spill to L3.
 const NC_ONE_A_BLOCK: usize = 256;
-/// Below this many multiply-adds a parallel call stays on the calling thread: handing a few
-/// microseconds of work to another thread costs about as much as it saves.
-const PAR_MIN_MACS: usize = 1 << 20;
+/// Below this many multiply-adds (about 0.2 ms on one core) a parallel call is cut in two for
+/// the calling thread and the spinning helper of `ops::team`, not handed to rayon, whose
+/// sleeping workers take about as long to wake as the work takes.
+const PAR_MIN_MACS: usize = 1 << 23;
+/// Below this many (a few microseconds) a parallel call stays on the calling thread.
+const TEAM_MIN_MACS: usize = 1 << 17;
+/// Without the helper: below this many a parallel call stays on the calling thread.
+const RAYON_ONLY_MIN_MACS: usize = 1 << 20;
+
+/// The helper thread for small products, unless FRACTALNET_NO_TEAM is set (side-by-side
+/// timing against rayon alone), looked up once.
+fn team_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("FRACTALNET_NO_TEAM").is_none())
+}
 /// Products with at most this many columns read a row-major A in place instead of packing
 /// it: packing copies all of A, which costs as much as the arithmetic when each row of A
 /// meets only a few columns of B (a convolution at batch 1 on 2x2..8x8 images).
@@ -240,8 +252,53 @@ fn gemm_post<A: PackA, B: PackB>(
     };
     let isa = kernel::isa();
     let threads = rayon::current_num_threads();
-    if !par || threads <= 1 || m * n * k < PAR_MIN_MACS {
+    let macs = m * n * k;
+    if !par || threads <= 1 || macs < TEAM_MIN_MACS {
         serial(isa, alpha, a, b, store0, cp, lay, 0..m, 0..n);
+        return;
+    }
+    if !team_enabled() && macs < RAYON_ONLY_MIN_MACS {
+        serial(isa, alpha, a, b, store0, cp, lay, 0..m, 0..n);
+        return;
+    }
+    if macs < PAR_MIN_MACS && team_enabled() {
+        // two halves: this thread and the spinning helper (`ops::team`), cut as below
+        let (mt, nt) = (m.div_ceil(MR), n.div_ceil(NR));
+        let (r0, r1) = if nt >= mt {
+            let cut = (nt / 2 * NR).min(n);
+            ((0..m, 0..cut), (0..m, cut..n))
+        } else {
+            let cut = (mt / 2 * MR).min(m);
+            ((0..cut, 0..n), (cut..m, 0..n))
+        };
+        crate::ops::team::join(
+            || {
+                serial(
+                    isa,
+                    alpha,
+                    a,
+                    b,
+                    store0,
+                    cp,
+                    lay,
+                    r0.0.clone(),
+                    r0.1.clone(),
+                )
+            },
+            || {
+                serial(
+                    isa,
+                    alpha,
+                    a,
+                    b,
+                    store0,
+                    cp,
+                    lay,
+                    r1.0.clone(),
+                    r1.1.clone(),
+                )
+            },
+        );
         return;
     }
     // One rectangle per thread along the dimension with more tiles, cut at tile edges so

@@ -148,6 +148,8 @@ fn alpha_and_beta_follow_the_formula() {
 
 #[test]
 fn parallel_is_bit_identical_to_serial() {
+    // products of 2^17..2^23 multiply-adds are cut in two for the spinning helper
+    // (`ops::team`), larger ones over rayon's pool: both kinds are here
     for &(m, k, n) in &[
         (300, 300, 300),
         (20, 500, 700),
