@@ -1,11 +1,13 @@
-//! Direct convolution against Winograd F(2x2, 3x3), layer by layer, for the folded inference
+//! Direct convolution against Winograd F(2x2, 3x3) and F(4x4, 3x3), layer by layer, for the folded inference
 //! layers of the deepest column of C = 3, channels 16,32,64,128,128, 32x32 input: the table
 //! behind `ops::conv2d::winograd::pays`. `cargo bench --bench winograd [-- BATCH]` (default
-//! 100; 1 for latency). Both run relu(conv + bias) on the same thread pool, alternating, best
-//! of 5 rounds each; the ratio is direct time / Winograd time (above 1: Winograd is faster).
+//! 100; 1 for latency). All run relu(conv + bias) on the same thread pool, alternating, best
+//! of 5 rounds each; a ratio is direct time / Winograd time (above 1: Winograd is faster).
+//! "chosen" is the tile `Tile::for_channels` prepares and whether `pays` lets it run.
 //!
 //! Without `--bench` (as under `cargo test --all-targets`) it runs a token amount of work.
 
+use fractalnet::ops::conv2d::winograd::Tile;
 use fractalnet::ops::conv2d::{ConvGeom, cpu, winograd};
 use std::time::Instant;
 
@@ -33,8 +35,16 @@ fn main() {
         rayon::current_num_threads()
     );
     println!(
-        "{:<16} {:>12} {:>12} {:>7} {:>6} {:>10}",
-        "layer", "direct us", "winograd us", "ratio", "pays", "max |diff|"
+        "{:<16} {:>10} {:>10} {:>6} {:>10} {:>6} {:>12} {:>9} {:>9}",
+        "layer",
+        "direct us",
+        "F2 us",
+        "ratio",
+        "F4 us",
+        "ratio",
+        "chosen",
+        "F2 |diff|",
+        "F4 |diff|"
     );
     let (mut direct_total, mut chosen_total) = (0.0, 0.0);
     for (cin, cout, hw, count) in layers {
@@ -58,43 +68,58 @@ fn main() {
             .map(|i| ((i * 104_729) % 1000) as f32 / 1000.0 - 0.5)
             .collect();
         let bias: Vec<f32> = (0..cout).map(|i| i as f32 * 0.01).collect();
-        let wt = winograd::Weights::new(&w, cout, cin);
+        let w2 = winograd::Weights::new(&w, cout, cin, Tile::F2);
+        let w4 = winograd::Weights::new(&w, cout, cin, Tile::F4);
         let mut y = vec![0.0f32; batch * cout * hw * hw];
         let iters = if full {
             (200_000_000 / g.macs().max(1)).clamp(3, 2000)
         } else {
             1
         };
-        let (mut d, mut wv) = (f64::MAX, f64::MAX);
+        let time = |f: &mut dyn FnMut()| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            t.elapsed().as_secs_f64() / iters as f64
+        };
+        let (mut d, mut t2, mut t4) = (f64::MAX, f64::MAX, f64::MAX);
         for _ in 0..if full { 5 } else { 1 } {
-            let t = Instant::now();
-            for _ in 0..iters {
+            d = d.min(time(&mut || {
                 std::hint::black_box(cpu::forward_bias_relu(&g, &x, &w, &bias));
-            }
-            d = d.min(t.elapsed().as_secs_f64() / iters as f64);
-            let t = Instant::now();
-            for _ in 0..iters {
-                winograd::forward(&g, &x, &wt, Some(&bias), &mut y);
+            }));
+            t2 = t2.min(time(&mut || {
+                winograd::forward(&g, &x, &w2, Some(&bias), &mut y);
                 std::hint::black_box(&y);
-            }
-            wv = wv.min(t.elapsed().as_secs_f64() / iters as f64);
+            }));
+            t4 = t4.min(time(&mut || {
+                winograd::forward(&g, &x, &w4, Some(&bias), &mut y);
+                std::hint::black_box(&y);
+            }));
         }
         let yd = cpu::forward_bias_relu(&g, &x, &w, &bias);
-        winograd::forward(&g, &x, &wt, Some(&bias), &mut y);
-        let err = yd
-            .iter()
-            .zip(&y)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        let pays = winograd::pays(&g);
+        let mut err = |wt: &winograd::Weights| {
+            winograd::forward(&g, &x, wt, Some(&bias), &mut y);
+            yd.iter()
+                .zip(&y)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max)
+        };
+        let (e2, e4) = (err(&w2), err(&w4));
+        let tile = Tile::for_map([hw, hw]);
+        let pays = winograd::pays(&g, tile);
+        let wv = if tile == Tile::F2 { t2 } else { t4 };
         println!(
-            "{:<16} {:>12.1} {:>12.1} {:>7.2} {:>6} {:>10.1e}",
+            "{:<16} {:>10.1} {:>10.1} {:>6.2} {:>10.1} {:>6.2} {:>12} {:>9.1e} {:>9.1e}",
             format!("{cin}->{cout} {hw}x{hw}"),
             d * 1e6,
-            wv * 1e6,
-            d / wv,
-            pays,
-            err
+            t2 * 1e6,
+            d / t2,
+            t4 * 1e6,
+            d / t4,
+            format!("{tile:?} {}", if pays { "runs" } else { "no" }),
+            e2,
+            e4
         );
         direct_total += d * count as f64;
         chosen_total += if pays { wv } else { d } * count as f64;

@@ -201,7 +201,7 @@ fn extracted_columns_compute_the_columns_logits() {
 #[test]
 fn a_loaded_folded_column_runs_winograd_with_the_same_logits() {
     // the CPU prepares Winograd weights for the folded layers when the file is loaded, and
-    // the layers where it pays run it (here 32 -> 64 and 64 -> 64)
+    // the layers where it pays run it (here every 3x3 layer with 32 channels or more)
     let b = Cpu::with_threads(2);
     let tmp = tmpdir("winograd");
     let images = random_images(40, 2);

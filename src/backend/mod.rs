@@ -82,10 +82,15 @@ pub trait Backend: Sized {
         self.batchnorm_forward_eval(&z, ones, bias, zeros, ones, 0.0, true)
     }
     /// A rearrangement of a folded inference layer's 3x3 weight [Cout, Cin, 3, 3] for a faster
-    /// `conv2d_bias_relu_forward`, made once when a network is loaded; None (the default)
-    /// where the backend has none.
-    fn conv2d_bias_relu_prepare(&self, w: &Tensor<Self>) -> Result<Option<Tensor<Self>>> {
-        let _ = w;
+    /// `conv2d_bias_relu_forward` on inputs of `hw` [H, W] (what the plan expects; other
+    /// sizes still compute correctly), made once when a network is loaded; None (the
+    /// default) where the backend has none.
+    fn conv2d_bias_relu_prepare(
+        &self,
+        w: &Tensor<Self>,
+        hw: [usize; 2],
+    ) -> Result<Option<Tensor<Self>>> {
+        let _ = (w, hw);
         Ok(None)
     }
     /// Returns (dx if `need_dx`, dw).

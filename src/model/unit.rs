@@ -146,7 +146,7 @@ pub fn prepare<B: Backend>(
         return Ok(());
     }
     let (w, slot) = (idx.0[CONV_W], idx.0[PREPARED]);
-    let prepared = match b.conv2d_bias_relu_prepare(&params.tensors[w])? {
+    let prepared = match b.conv2d_bias_relu_prepare(&params.tensors[w], u.hw)? {
         Some(t) => t,
         None => b.from_host(Shape::new([0]), &[])?,
     };

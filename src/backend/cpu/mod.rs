@@ -128,7 +128,7 @@ impl Backend for Cpu {
                         ),
                     )
                 })?;
-            if winograd::applies(&g) && winograd::pays(&g) {
+            if winograd::applies(&g) && winograd::pays(&g, wt.tile()) {
                 let mut y = vec![0.0f32; g.n * g.cout * g.ho * g.wo];
                 winograd::forward(&g, &x.storage, &wt, Some(&bias.storage), &mut y);
                 return Ok(self.t(g.out_shape(), y));
@@ -140,14 +140,20 @@ impl Backend for Cpu {
         ))
     }
 
-    /// Winograd F(2x2, 3x3) weights (`ops::conv2d::winograd`) for 3x3 kernels, unless
+    /// Winograd weights (`ops::conv2d::winograd`; F(4x4, 3x3) or F(2x2, 3x3) by the map
+    /// size) for 3x3 kernels, unless
     /// FRACTALNET_NO_WINOGRAD is set (for side-by-side timing against the direct kernel).
-    fn conv2d_bias_relu_prepare(&self, w: &Tensor<Self>) -> Result<Option<Tensor<Self>>> {
+    fn conv2d_bias_relu_prepare(
+        &self,
+        w: &Tensor<Self>,
+        hw: [usize; 2],
+    ) -> Result<Option<Tensor<Self>>> {
         let [cout, cin, kh, kw] = w.shape.nchw("conv2d_bias_relu_prepare")?;
         if kh != 3 || kw != 3 || !winograd::enabled() {
             return Ok(None);
         }
-        let u = winograd::Weights::new(&w.storage, cout, cin).into_prepared();
+        let tile = winograd::Tile::for_map(hw);
+        let u = winograd::Weights::new(&w.storage, cout, cin, tile).into_prepared();
         Ok(Some(self.t(Shape::new([u.len()]), u)))
     }
 

@@ -406,10 +406,11 @@ fn fused_bias_relu_equals_conv_then_identity_batchnorm() {
 // ---- Winograd F(2x2, 3x3) (inference layers) -------------------------------------------
 
 /// |winograd - reference| per output, against a bound from the f64 reference: the
-/// transforms add and subtract up to 16 inputs and 9 weights before multiplying, so the
-/// rounding error scales with sum |x| |w| over the window, not with the result.
+/// transforms add and subtract up to 36 inputs and 9 weights before multiplying (scaling by
+/// up to 8 and 1/24 for F(4x4, 3x3)), so the rounding error scales with sum |x| |w| over the
+/// window, not with the result.
 fn check_winograd(xs: [usize; 4], cout: usize, bias: bool, seed: u64) {
-    use super::winograd;
+    use super::winograd::{self, Tile};
     let [n, cin, h, wd] = xs;
     let ws = [cout, cin, 3, 3];
     let p = Conv2dParams::SAME3X3;
@@ -421,38 +422,41 @@ fn check_winograd(xs: [usize; 4], cout: usize, bias: bool, seed: u64) {
     let scale = naive(&abs(&x), xs, &abs(&w), ws, p);
     let g = super::ConvGeom::new(&Shape::new(xs), &Shape::new(ws), p).unwrap();
     assert!(winograd::applies(&g));
-    let wt = winograd::Weights::new(&w, cout, cin);
-    let mut y = vec![f32::NAN; n * cout * h * wd];
-    winograd::forward(&g, &x, &wt, bias.then_some(&b[..]), &mut y);
-    for (i, ((&got, &r), &s)) in y.iter().zip(&reference).zip(&scale).enumerate() {
-        let co = i / (h * wd) % cout;
-        let want = if bias { (r + b[co]).max(0.0) } else { r };
-        let tol = 1e-6 * (s + 1.0) * 4.0;
-        assert!(
-            (got - want).abs() <= tol,
-            "{xs:?} -> {cout}: output {i}: {got} vs {want} (tolerance {tol:e})"
-        );
+    for (tile, rel) in [(Tile::F2, 4e-6), (Tile::F4, 4e-5)] {
+        let wt = winograd::Weights::new(&w, cout, cin, tile);
+        let mut y = vec![f32::NAN; n * cout * h * wd];
+        winograd::forward(&g, &x, &wt, bias.then_some(&b[..]), &mut y);
+        for (i, ((&got, &r), &s)) in y.iter().zip(&reference).zip(&scale).enumerate() {
+            let co = i / (h * wd) % cout;
+            let want = if bias { (r + b[co]).max(0.0) } else { r };
+            let tol = rel * (s + 1.0);
+            assert!(
+                (got - want).abs() <= tol,
+                "{tile:?} {xs:?} -> {cout}: output {i}: {got} vs {want} (tolerance {tol:e})"
+            );
+        }
     }
 }
 
 #[test]
 fn winograd_matches_the_f64_reference() {
-    // even maps (FractalNet's), odd ones (partial tiles at the right and bottom edges), a
-    // 1x1 map (one partial tile, all padding), Cout not a multiple of the kernel's 6 rows,
-    // one input channel, and enough tiles for several chunks
+    // even maps (FractalNet's), odd ones and sides that are not multiples of 4 (partial tiles
+    // at the right and bottom edges), a 1x1 map (one partial tile, all padding), Cout not a
+    // multiple of the kernel's 6 rows, one input channel, and enough tiles for several chunks
     check_winograd([2, 3, 8, 8], 16, true, 1);
     check_winograd([1, 4, 5, 7], 7, false, 2);
     check_winograd([3, 2, 1, 1], 5, true, 3);
     check_winograd([1, 1, 6, 3], 1, false, 4);
     check_winograd([4, 32, 16, 16], 34, true, 5);
     check_winograd([2, 130, 2, 2], 13, false, 6);
+    check_winograd([2, 8, 10, 6], 9, true, 7);
 }
 
 #[test]
 fn winograd_hand_worked_tile() {
     // one 2x2 map, one channel, the kernel all ones: every output is the sum of the whole
     // (zero-padded) image, 1 + 2 + 3 + 4 = 10; then a centre-only kernel: the identity
-    use super::winograd;
+    use super::winograd::{self, Tile};
     let g = super::ConvGeom::new(
         &Shape::new([1, 1, 2, 2]),
         &Shape::new([1, 1, 3, 3]),
@@ -460,30 +464,33 @@ fn winograd_hand_worked_tile() {
     )
     .unwrap();
     let x = [1.0, 2.0, 3.0, 4.0];
-    let mut y = [0.0f32; 4];
-    winograd::forward(
-        &g,
-        &x,
-        &winograd::Weights::new(&[1.0; 9], 1, 1),
-        None,
-        &mut y,
-    );
-    assert_eq!(y, [10.0; 4]);
     let mut centre = [0.0f32; 9];
     centre[4] = 1.0;
-    winograd::forward(
-        &g,
-        &x,
-        &winograd::Weights::new(&centre, 1, 1),
-        Some(&[-2.5]),
-        &mut y,
-    );
-    assert_eq!(y, [0.0, 0.0, 0.5, 1.5]);
+    for tile in [Tile::F2, Tile::F4] {
+        let close = |y: [f32; 4], want: [f32; 4]| {
+            assert!(
+                y.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-5),
+                "{tile:?}: {y:?} vs {want:?}"
+            )
+        };
+        let mut y = [0.0f32; 4];
+        winograd::forward(
+            &g,
+            &x,
+            &winograd::Weights::new(&[1.0; 9], 1, 1, tile),
+            None,
+            &mut y,
+        );
+        close(y, [10.0; 4]);
+        let wt = winograd::Weights::new(&centre, 1, 1, tile);
+        winograd::forward(&g, &x, &wt, Some(&[-2.5]), &mut y);
+        close(y, [0.0, 0.0, 0.5, 1.5]);
+    }
 }
 
 #[test]
 fn winograd_is_independent_of_the_thread_count() {
-    use super::winograd;
+    use super::winograd::{self, Tile};
     let xs = [6, 32, 8, 8];
     let g = super::ConvGeom::new(
         &Shape::new(xs),
@@ -492,39 +499,45 @@ fn winograd_is_independent_of_the_thread_count() {
     )
     .unwrap();
     let x = random_vec(xs.iter().product(), 7);
-    let wt = winograd::Weights::new(&random_vec(40 * 32 * 9, 8), 40, 32);
-    let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        let mut y = vec![0.0f32; 6 * 40 * 64];
-        pool.install(|| winograd::forward(&g, &x, &wt, None, &mut y));
-        y
-    };
-    let one = run(1);
-    assert_eq!(one, run(3));
-    assert!(one.iter().all(|v| v.is_finite()));
+    let w = random_vec(40 * 32 * 9, 8);
+    for tile in [Tile::F2, Tile::F4] {
+        let wt = winograd::Weights::new(&w, 40, 32, tile);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut y = vec![0.0f32; 6 * 40 * 64];
+            pool.install(|| winograd::forward(&g, &x, &wt, None, &mut y));
+            y
+        };
+        let one = run(1);
+        assert_eq!(one, run(3), "{tile:?}");
+        assert!(one.iter().all(|v| v.is_finite()));
+    }
 }
 
 #[test]
 fn prepared_folded_layer_uses_winograd_where_it_pays() {
-    use super::winograd;
+    use super::winograd::{self, Tile};
     let cpu = Cpu::new();
     let p = Conv2dParams::SAME3X3;
-    // (input, weight, whether Winograd pays): 64 channels on 8x8 maps at batch 4 does; 16
-    // channels (transforms too costly per multiply-add) and a 2x2 map at batch 1 (one
-    // partial micro-panel either way) do not, and give the direct kernel's exact bits
-    for (i, (xs, ws, pays)) in [
-        ([4, 64, 8, 8], [64, 64, 3, 3], true),
-        ([2, 16, 8, 8], [16, 16, 3, 3], false),
-        ([1, 128, 2, 2], [128, 128, 3, 3], false),
+    // (input, weight, the tile prepared for the map, whether it pays): 64 channels on 8x8
+    // maps at batch 4 get F(4x4) and it pays; 8 channels (transforms too costly per
+    // multiply-add) and a 2x2 map at batch 1 (F(2x2): one partial micro-panel either way) do
+    // not, and give the direct kernel's exact bits; a 2x2 map at batch 8 gets F(2x2)
+    for (i, (xs, ws, tile, pays)) in [
+        ([4, 64, 8, 8], [64, 64, 3, 3], Tile::F4, true),
+        ([2, 8, 8, 8], [8, 8, 3, 3], Tile::F4, false),
+        ([1, 128, 2, 2], [128, 128, 3, 3], Tile::F2, false),
+        ([8, 128, 2, 2], [128, 128, 3, 3], Tile::F2, true),
     ]
     .into_iter()
     .enumerate()
     {
         let g = super::ConvGeom::new(&Shape::new(xs), &Shape::new(ws), p).unwrap();
-        assert_eq!(winograd::pays(&g), pays, "case {i}");
+        assert_eq!(Tile::for_map([xs[2], xs[3]]), tile, "case {i}");
+        assert_eq!(winograd::pays(&g, tile), pays, "case {i}");
         let x = random_tensor(&cpu, xs, 140 + i as u64);
         let w = random_tensor(&cpu, ws, 150 + i as u64);
         let c = ws[0];
@@ -532,7 +545,10 @@ fn prepared_folded_layer_uses_winograd_where_it_pays() {
         let ones = cpu.from_host(Shape::new([c]), &vec![1.0; c]).unwrap();
         let zeros = cpu.from_host(Shape::new([c]), &vec![0.0; c]).unwrap();
         let none = cpu.from_host(Shape::new([0]), &[]).unwrap();
-        let prepared = cpu.conv2d_bias_relu_prepare(&w).unwrap().unwrap();
+        let prepared = cpu
+            .conv2d_bias_relu_prepare(&w, [xs[2], xs[3]])
+            .unwrap()
+            .unwrap();
         let run = |pr| {
             cpu.conv2d_bias_relu_forward(&x, &w, &bias, &ones, &zeros, pr, p)
                 .unwrap()
@@ -555,7 +571,7 @@ fn prepared_folded_layer_uses_winograd_where_it_pays() {
     let x = random_tensor(&cpu, [1, 32, 4, 4], 1);
     let w = random_tensor(&cpu, [32, 32, 3, 3], 2);
     let other = cpu
-        .conv2d_bias_relu_prepare(&random_tensor(&cpu, [8, 32, 3, 3], 3))
+        .conv2d_bias_relu_prepare(&random_tensor(&cpu, [8, 32, 3, 3], 3), [4, 4])
         .unwrap()
         .unwrap();
     let c = random_tensor(&cpu, [32], 4);

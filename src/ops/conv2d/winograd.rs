@@ -1,5 +1,10 @@
-//! Winograd F(2x2, 3x3) convolution (Lavin & Gray, 2016) for inference: 3x3 kernels,
-//! stride 1, padding 1.
+//! Winograd F(2x2, 3x3) and F(4x4, 3x3) convolution (Lavin & Gray, 2016) for inference:
+//! 3x3 kernels, stride 1, padding 1.
+//!
+//! Described below for F(2x2, 3x3); F(4x4, 3x3) is the same with 4x4 output tiles from 6x6
+//! patches and 36 transformed positions: 36 multiply-adds per 16 outputs and channel pair
+//! instead of 144 (4x fewer), and transforms that cost about half as much per output, at a
+//! larger rounding error (the transforms scale by up to 8 and 1/24).
 //!
 //! Each 2x2 block of outputs ("tile") comes from a 4x4 patch of the zero-padded input. With
 //! V = B^T d B (the patch transformed), U = G g G^T (the kernel transformed, once per weight
@@ -11,69 +16,116 @@
 //! transforms add and subtract before multiplying), by a few ulps of the values summed; the
 //! tests hold it to an f64 reference.
 //!
-//! Tiles are processed in chunks small enough that a chunk's transformed input and its 16
-//! products stay in L2, chunk by chunk over rayon. A chunk's tiles are always transformed,
-//! multiplied and summed in the same way, so the result does not depend on the thread count.
+//! Which tile a layer gets is decided when its weights are prepared, from the map size the
+//! plan gives it (`Tile::for_map`: F(4x4, 3x3) on maps of 4x4 and more); whether it runs at
+//! all, per call, by `pays`.
+//!
+//! Tiles are processed in chunks small enough that a chunk's transformed input and its
+//! products stay in L2: two chunks go to the calling thread and the spinning helper
+//! (`ops::team`), more over rayon. A chunk's tiles are always transformed, multiplied and
+//! summed in the same way, so the result does not depend on the thread count.
 
 use super::ConvGeom;
 use crate::ops::gemm::kernel::{self, APanel, BPanel, MR, NR, Store};
 use rayon::prelude::*;
 use std::borrow::Cow;
 
-/// Transformed positions per tile (4 x 4).
-const XI: usize = 16;
 /// Floats of transformed input plus products a chunk may hold (256 KiB: half a Zen 3 L2).
 const CHUNK_FLOATS: usize = 1 << 16;
-/// The most tiles in one chunk (the GEMMs read U in place up to 256 columns).
+/// The most tiles in one chunk.
 const MAX_CHUNK_TILES: usize = 256;
+
+/// The output tile: F(2x2, 3x3) or F(4x4, 3x3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tile {
+    F2,
+    F4,
+}
+
+impl Tile {
+    /// Output tile side.
+    pub fn m(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+    /// Input patch side (m + 2).
+    fn alpha(self) -> usize {
+        self.m() + 2
+    }
+    /// Transformed positions per tile.
+    fn xi(self) -> usize {
+        self.alpha() * self.alpha()
+    }
+    /// The tile a layer's weights are prepared for, by its map [H, W]: F(4x4, 3x3) on maps
+    /// of 4x4 and more (4x fewer multiplies, transforms half as costly per output), F(2x2,
+    /// 3x3) on smaller ones, where a 4x4 tile would mostly cover padding. `cargo bench
+    /// --bench winograd`, batch 100, direct time / Winograd time, F(2x2) against F(4x4):
+    /// 32 -> 32 on 16x16 0.96 / 1.60, 64 -> 64 on 8x8 1.53 / 2.33, 128 -> 128 on 4x4
+    /// 1.78 / 2.45, on 2x2 2.42 / 1.16.
+    pub fn for_map([h, w]: [usize; 2]) -> Tile {
+        if h.min(w) >= 4 { Tile::F4 } else { Tile::F2 }
+    }
+}
 
 /// Whether a convolution is one this module computes: 3x3, stride 1, padding 1.
 pub fn applies(g: &ConvGeom) -> bool {
     g.kh == 3 && g.kw == 3 && g.stride == 1 && g.pad == 1 && g.ho == g.h && g.wo == g.w
 }
 
-/// Whether Winograd is expected to beat the direct convolution on this geometry: the GEMM
-/// columns (tiles, rounded up to whole 16-column micro-panels per chunk) times 16 against
-/// the direct convolution's columns (pixels, rounded likewise) times 9. At batch 1 a 2x2 or
-/// 4x4 map is a single partial micro-panel either way, and the direct one is cheaper.
-/// And the transforms must be cheap next to the GEMMs: per tile, the input transform costs
-/// in proportion to Cin and the output transform to Cout, the GEMMs to Cin x Cout, so their
-/// share goes as 1/Cin + 1/Cout. `cargo bench --bench winograd` (batch 100, 2 threads):
-/// 16 -> 16 on 32x32 maps ran at 0.6-0.7x the direct convolution and 32 -> 32 on 16x16 at
-/// 0.87-1.0x; 32 -> 64 on 8x8 at 1.1-1.2x, 64 -> 64 at 1.4x, 128 -> 128 on 2x2 at 2.1-2.7x.
-/// So Winograd runs where 1/Cin + 1/Cout <= 3/64.
-pub fn pays(g: &ConvGeom) -> bool {
-    let cheap_transforms = 64 * (g.cin + g.cout) <= 3 * g.cin * g.cout;
+/// Whether Winograd with `tile` is expected to beat the direct convolution on this
+/// geometry: the GEMM columns (tiles, rounded up to whole 16-column micro-panels per chunk)
+/// times the transformed positions against the direct convolution's columns (pixels,
+/// rounded likewise) times 9. At batch 1 a 2x2 or 4x4 map is a single partial micro-panel
+/// either way, and the direct one is cheaper. And the transforms must be cheap next to the
+/// GEMMs: per tile, the input transform costs in proportion to Cin and the output transform
+/// to Cout, the GEMMs to Cin x Cout, so their share goes as 1/Cin + 1/Cout.
+/// `cargo bench --bench winograd` (batch 100, 2 threads), F(2x2, 3x3): 16 -> 16 on 32x32
+/// maps ran at 0.6-0.7x the direct convolution and 32 -> 32 on 16x16 at 0.87-1.0x; 32 -> 64
+/// on 8x8 at 1.1-1.2x, 64 -> 64 at 1.4x, 128 -> 128 on 2x2 at 2.1-2.7x: it runs where
+/// 1/Cin + 1/Cout <= 3/64. F(4x4, 3x3): see `F4_MIN_CHANNELS`.
+pub fn pays(g: &ConvGeom, tile: Tile) -> bool {
+    let cheap_transforms = match tile {
+        Tile::F2 => 64 * (g.cin + g.cout) <= 3 * g.cin * g.cout,
+        Tile::F4 => g.cin.min(g.cout) >= F4_MIN_CHANNELS,
+    };
     if !applies(g) || g.n == 0 || !cheap_transforms {
         return false;
     }
-    let tiles = g.n * tiles_per_image(g);
-    let tb = chunk_tiles(g, tiles);
+    let tiles = g.n * tiles_per_image(g, tile);
+    let tb = chunk_tiles(g, tile, tiles);
     let wino_cols = tiles / tb * tb + (tiles % tb).next_multiple_of(NR);
     let direct_cols = (g.n * g.h * g.w).next_multiple_of(NR);
-    XI * wino_cols < 9 * direct_cols
+    tile.xi() * wino_cols < 9 * direct_cols
 }
 
-fn tiles_per_image(g: &ConvGeom) -> usize {
-    g.h.div_ceil(2) * g.w.div_ceil(2)
+/// F(4x4, 3x3) needs at least this many input and output channels to pay: `cargo bench
+/// --bench winograd`, batch 100: 3 -> 16 on 32x32 ran at 0.91x the direct convolution,
+/// 16 -> 16 at 1.09x, 16 -> 32 on 16x16 at 1.26x, 32 -> 32 at 1.60x.
+const F4_MIN_CHANNELS: usize = 16;
+
+fn tiles_per_image(g: &ConvGeom, tile: Tile) -> usize {
+    g.h.div_ceil(tile.m()) * g.w.div_ceil(tile.m())
 }
 
 /// Tiles per chunk: a multiple of NR that keeps a chunk's V and M within `CHUNK_FLOATS`,
-/// no more than the layer has (rounded up to a micro-panel).
-fn chunk_tiles(g: &ConvGeom, tiles: usize) -> usize {
-    let fit = CHUNK_FLOATS / (XI * (g.cin + g.cout)).max(1);
-    (fit / NR * NR)
-        .clamp(NR, MAX_CHUNK_TILES)
-        .min(tiles.next_multiple_of(NR))
+/// no more than the layer has (rounded up to a micro-panel), and at most half of it when
+/// it has two panels or more, so that two threads share even a batch-1 layer.
+fn chunk_tiles(g: &ConvGeom, tile: Tile, tiles: usize) -> usize {
+    let fit = CHUNK_FLOATS / (tile.xi() * (g.cin + g.cout)).max(1);
+    let half = tiles.div_ceil(2).next_multiple_of(NR);
+    (fit / NR * NR).clamp(NR, MAX_CHUNK_TILES).min(half)
 }
 
 /// A layer's kernels transformed: U[xi][co][ci] = (G g[co][ci] G^T)[xi], computed once per
 /// weight tensor (an inference layer keeps it beside its weights).
 #[derive(Clone, Debug)]
 pub struct Weights<'a> {
+    tile: Tile,
     cout: usize,
     cin: usize,
-    /// [XI][ceil(cout / MR)][cin][MR]: per position, the microkernel's packed A panels (rows
+    /// [xi][ceil(cout / MR)][cin][MR]: per position, the microkernel's packed A panels (rows
     /// past cout are zero).
     u: Cow<'a, [f32]>,
 }
@@ -85,38 +137,65 @@ pub fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var_os("FRACTALNET_NO_WINOGRAD").is_none())
 }
 
-fn prepared_len(cout: usize, cin: usize) -> usize {
-    XI * cout.div_ceil(MR) * MR * cin
+fn prepared_len(tile: Tile, cout: usize, cin: usize) -> usize {
+    tile.xi() * cout.div_ceil(MR) * MR * cin
 }
+
+/// G for F(2x2, 3x3) (4 x 3) and F(4x4, 3x3) (6 x 3), row by row.
+const G2: [[f32; 3]; 4] = [
+    [1.0, 0.0, 0.0],
+    [0.5, 0.5, 0.5],
+    [0.5, -0.5, 0.5],
+    [0.0, 0.0, 1.0],
+];
+const G4: [[f32; 3]; 6] = [
+    [1.0 / 4.0, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
 
 impl Weights<'static> {
     /// From OIHW 3x3 weights `w` [cout, cin, 3, 3].
-    // the loops index several arrays by the same transform position, as the formulas do
-    #[allow(clippy::needless_range_loop)]
-    pub fn new(w: &[f32], cout: usize, cin: usize) -> Self {
+    pub fn new(w: &[f32], cout: usize, cin: usize, tile: Tile) -> Self {
         assert_eq!(
             w.len(),
             cout * cin * 9,
             "winograd weights: [cout, cin, 3, 3]"
         );
+        let g: &[[f32; 3]] = match tile {
+            Tile::F2 => &G2,
+            Tile::F4 => &G4,
+        };
+        let a = tile.alpha();
         let panels = cout.div_ceil(MR);
-        let mut u = vec![0.0f32; prepared_len(cout, cin)];
+        let mut u = vec![0.0f32; prepared_len(tile, cout, cin)];
         for co in 0..cout {
             for ci in 0..cin {
                 let k = &w[(co * cin + ci) * 9..][..9];
-                // G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
-                let g3 = |a: f32, b: f32, c: f32| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
-                let cols: [[f32; 4]; 3] = std::array::from_fn(|c| g3(k[c], k[3 + c], k[6 + c]));
-                for r in 0..4 {
-                    let row = g3(cols[0][r], cols[1][r], cols[2][r]);
-                    for (c, v) in row.into_iter().enumerate() {
-                        let xi = r * 4 + c;
-                        u[((xi * panels + co / MR) * cin + ci) * MR + co % MR] = v;
+                // G k G^T, in f64 so that the transform adds no rounding of its own beyond
+                // the final one
+                let gk: Vec<[f64; 3]> = g
+                    .iter()
+                    .map(|gr| {
+                        std::array::from_fn(|c| {
+                            (0..3).map(|t| gr[t] as f64 * k[t * 3 + c] as f64).sum()
+                        })
+                    })
+                    .collect();
+                for (r, gkr) in gk.iter().enumerate() {
+                    for (c, gc) in g.iter().enumerate() {
+                        let v: f64 = (0..3).map(|t| gkr[t] * gc[t] as f64).sum();
+                        let xi = r * a + c;
+                        u[((xi * panels + co / MR) * cin + ci) * MR + co % MR] = v as f32;
                     }
                 }
             }
         }
         Weights {
+            tile,
             cout,
             cin,
             u: Cow::Owned(u),
@@ -129,14 +208,21 @@ impl<'a> Weights<'a> {
     pub fn into_prepared(self) -> Vec<f32> {
         self.u.into_owned()
     }
-    /// Reads back what `into_prepared` gave, for a [cout, cin, 3, 3] weight; None if the
-    /// length does not fit.
+    /// Reads back what `into_prepared` gave, for a [cout, cin, 3, 3] weight (the tile is
+    /// told by the length); None if the length fits neither.
     pub fn from_prepared(u: &'a [f32], cout: usize, cin: usize) -> Option<Self> {
-        (u.len() == prepared_len(cout, cin)).then_some(Weights {
+        let tile = [Tile::F2, Tile::F4]
+            .into_iter()
+            .find(|&t| u.len() == prepared_len(t, cout, cin))?;
+        Some(Weights {
+            tile,
             cout,
             cin,
             u: Cow::Borrowed(u),
         })
+    }
+    pub fn tile(&self) -> Tile {
+        self.tile
     }
     pub fn cout(&self) -> usize {
         self.cout
@@ -173,7 +259,8 @@ pub fn forward(g: &ConvGeom, x: &[f32], wt: &Weights, bias: Option<&[f32]>, y: &
     if let Some(b) = bias {
         assert_eq!(b.len(), g.cout, "winograd: one bias per output channel");
     }
-    let tiles = g.n * tiles_per_image(g);
+    let tile = wt.tile;
+    let tiles = g.n * tiles_per_image(g, tile);
     if tiles == 0 || g.cout == 0 {
         return;
     }
@@ -184,33 +271,29 @@ pub fn forward(g: &ConvGeom, x: &[f32], wt: &Weights, bias: Option<&[f32]>, y: &
         }
         return;
     }
-    let tb = chunk_tiles(g, tiles);
+    let tb = chunk_tiles(g, tile, tiles);
     let yp = YPtr(y.as_mut_ptr());
     let work = |c: usize| {
         let t0 = c * tb;
         let len = tb.min(tiles - t0);
+        let run = |v: &mut Vec<f32>, m: &mut Vec<f32>| match tile {
+            Tile::F2 => chunk::<4, 2>(g, x, wt, bias, t0, len, v, m, yp, bt4, at4),
+            Tile::F4 => chunk::<6, 4>(g, x, wt, bias, t0, len, v, m, yp, bt6, at6),
+        };
         SCRATCH.with(|s| match s.try_borrow_mut() {
             Ok(mut s) => {
                 let (v, m) = &mut *s;
-                chunk(g, x, wt, bias, t0, len, v, m, yp)
+                run(v, m)
             }
-            Err(_) => chunk(
-                g,
-                x,
-                wt,
-                bias,
-                t0,
-                len,
-                &mut Vec::new(),
-                &mut Vec::new(),
-                yp,
-            ),
+            Err(_) => run(&mut Vec::new(), &mut Vec::new()),
         })
     };
     let chunks = tiles.div_ceil(tb);
-    // below about a millisecond of work a hand-off to another thread costs more than it saves
     if chunks == 1 || rayon::current_num_threads() == 1 {
         (0..chunks).for_each(work);
+    } else if chunks == 2 {
+        // a batch-1 layer: the calling thread and the spinning helper, not a rayon hand-off
+        crate::ops::team::join(|| work(0), || work(1));
     } else {
         (0..chunks).into_par_iter().for_each(work);
     }
@@ -226,10 +309,71 @@ fn grow(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut buf[..n]
 }
 
-/// Tiles t0..t0 + len: transform the input, 16 GEMMs, transform back into y.
+/// 16 lanes (tiles) of one value.
+type Lanes = [f32; NR];
+
+/// B^T for F(2x2, 3x3) applied to one column of 4 values, 16 tiles at once:
+/// B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]].
+fn bt4(d: &[Lanes; 4]) -> [Lanes; 4] {
+    let mut o = [[0.0f32; NR]; 4];
+    for l in 0..NR {
+        let (d0, d1, d2, d3) = (d[0][l], d[1][l], d[2][l], d[3][l]);
+        o[0][l] = d0 - d2;
+        o[1][l] = d1 + d2;
+        o[2][l] = d2 - d1;
+        o[3][l] = d1 - d3;
+    }
+    o
+}
+
+/// A^T for F(2x2, 3x3): [[1, 1, 1, 0], [0, 1, -1, -1]].
+fn at4(m: &[Lanes; 4]) -> [Lanes; 2] {
+    let mut o = [[0.0f32; NR]; 2];
+    for l in 0..NR {
+        let (m0, m1, m2, m3) = (m[0][l], m[1][l], m[2][l], m[3][l]);
+        o[0][l] = m0 + m1 + m2;
+        o[1][l] = m1 - m2 - m3;
+    }
+    o
+}
+
+/// B^T for F(4x4, 3x3) (points 0, 1, -1, 2, -2 and infinity), 16 tiles at once:
+/// rows [4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0],
+/// [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1].
+fn bt6(d: &[Lanes; 6]) -> [Lanes; 6] {
+    let mut o = [[0.0f32; NR]; 6];
+    for l in 0..NR {
+        let (d0, d1, d2, d3, d4, d5) = (d[0][l], d[1][l], d[2][l], d[3][l], d[4][l], d[5][l]);
+        o[0][l] = 4.0 * d0 - 5.0 * d2 + d4;
+        o[1][l] = -4.0 * (d1 + d2) + d3 + d4;
+        o[2][l] = 4.0 * (d1 - d2) - d3 + d4;
+        o[3][l] = 2.0 * (d3 - d1) - d2 + d4;
+        o[4][l] = 2.0 * (d1 - d3) - d2 + d4;
+        o[5][l] = 4.0 * d1 - 5.0 * d3 + d5;
+    }
+    o
+}
+
+/// A^T for F(4x4, 3x3): rows [1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+/// [0, 1, -1, 8, -8, 1].
+fn at6(m: &[Lanes; 6]) -> [Lanes; 4] {
+    let mut o = [[0.0f32; NR]; 4];
+    for l in 0..NR {
+        let (m0, m1, m2, m3, m4, m5) = (m[0][l], m[1][l], m[2][l], m[3][l], m[4][l], m[5][l]);
+        let (p12, d12, p34, d34) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
+        o[0][l] = m0 + p12 + p34;
+        o[1][l] = d12 + 2.0 * d34;
+        o[2][l] = p12 + 4.0 * p34;
+        o[3][l] = d12 + 8.0 * d34 + m5;
+    }
+    o
+}
+
+/// Tiles t0..t0 + len: transform the input, A*A GEMMs, transform back into y. `A` is the
+/// patch side, `M` the output tile side, `bt` and `at` the 1-D transforms.
 // the transforms index several arrays by the same position, as the formulas do
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-fn chunk(
+fn chunk<const A: usize, const M: usize>(
     g: &ConvGeom,
     x: &[f32],
     wt: &Weights,
@@ -239,23 +383,27 @@ fn chunk(
     vbuf: &mut Vec<f32>,
     mbuf: &mut Vec<f32>,
     y: YPtr,
+    bt: impl Fn(&[Lanes; A]) -> [Lanes; A],
+    at: impl Fn(&[Lanes; A]) -> [Lanes; M],
 ) {
+    let xin = A * A;
     let (cin, cout) = (g.cin, g.cout);
     let cols = len.next_multiple_of(NR);
-    let v = grow(vbuf, XI * cin * cols);
+    let v = grow(vbuf, xin * cin * cols);
     // M[xi] [ceil(cout / MR) * MR][cols]: whole MR-row tiles, the rows past cout unused
     let rows = cout.div_ceil(MR) * MR;
-    let m = grow(mbuf, XI * rows * cols);
-    let (tw, per_img) = (g.w.div_ceil(2), tiles_per_image(g));
+    let m = grow(mbuf, xin * rows * cols);
+    let tw = g.w.div_ceil(M);
+    let per_img = g.h.div_ceil(M) * tw;
     let (h, w) = (g.h as isize, g.w as isize);
 
-    // where each tile's 4x4 input patch starts in image 0, channel 0: (offset, whole patch
-    // inside the image); and where its 2x2 outputs go
+    // where each tile's input patch starts (image, row, column; the corner may lie in the
+    // padding) and whether it is a tile of the chunk or a filler column of the last panel
     let mut tiles_at = Vec::with_capacity(cols);
     for tl in 0..cols {
         let t = t0 + tl.min(len - 1);
         let (n, r) = (t / per_img, t % per_img);
-        let (y0, x0) = (2 * (r / tw) as isize - 1, 2 * (r % tw) as isize - 1);
+        let (y0, x0) = ((M * (r / tw)) as isize - 1, (M * (r % tw)) as isize - 1);
         tiles_at.push((n, y0, x0, tl < len));
     }
     let hw = g.h * g.w;
@@ -264,13 +412,13 @@ fn chunk(
     // patches are gathered lane by lane, then transformed as 16-lane vectors
     for ci in 0..cin {
         for (q, panel) in tiles_at.chunks_exact(NR).enumerate() {
-            let mut d = [[[0.0f32; NR]; 4]; 4];
+            let mut d = [[[0.0f32; NR]; A]; A];
             for (lane, &(n, y0, x0, used)) in panel.iter().enumerate() {
                 if !used {
                     continue;
                 }
                 let plane = &x[(n * cin + ci) * hw..][..hw];
-                if y0 >= 0 && x0 >= 0 && y0 + 4 <= h && x0 + 4 <= w {
+                if y0 >= 0 && x0 >= 0 && y0 + A as isize <= h && x0 + A as isize <= w {
                     for (i, di) in d.iter_mut().enumerate() {
                         let s = (y0 as usize + i) * g.w + x0 as usize;
                         for (j, dij) in di.iter_mut().enumerate() {
@@ -292,37 +440,25 @@ fn chunk(
                     }
                 }
             }
-            // B^T d B, B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]:
-            // first down the columns (e = B^T d), then along the rows (e B)
-            let mut e = [[[0.0f32; NR]; 4]; 4];
-            for j in 0..4 {
-                for l in 0..NR {
-                    let (d0, d1, d2, d3) = (d[0][j][l], d[1][j][l], d[2][j][l], d[3][j][l]);
-                    e[0][j][l] = d0 - d2;
-                    e[1][j][l] = d1 + d2;
-                    e[2][j][l] = d2 - d1;
-                    e[3][j][l] = d1 - d3;
+            // B^T d B: first down the columns (e = B^T d), then along the rows (e B)
+            let mut e = [[[0.0f32; NR]; A]; A];
+            for j in 0..A {
+                let col: [Lanes; A] = std::array::from_fn(|i| d[i][j]);
+                for (i, ei) in bt(&col).into_iter().enumerate() {
+                    e[i][j] = ei;
                 }
             }
             let base = q * cin * NR + ci * NR;
             for (i, ei) in e.iter().enumerate() {
-                let mut o = [[0.0f32; NR]; 4];
-                for l in 0..NR {
-                    let (a0, a1, a2, a3) = (ei[0][l], ei[1][l], ei[2][l], ei[3][l]);
-                    o[0][l] = a0 - a2;
-                    o[1][l] = a1 + a2;
-                    o[2][l] = a2 - a1;
-                    o[3][l] = a1 - a3;
-                }
-                for (j, oj) in o.iter().enumerate() {
-                    v[(i * 4 + j) * cin * cols + base..][..NR].copy_from_slice(oj);
+                for (j, oj) in bt(ei).iter().enumerate() {
+                    v[(i * A + j) * cin * cols + base..][..NR].copy_from_slice(oj);
                 }
             }
         }
     }
 
     let isa = kernel::isa();
-    for xi in 0..XI {
+    for xi in 0..xin {
         let u = &wt.u[xi * rows * cin..][..rows * cin];
         let v = &v[xi * cin * cols..][..cin * cols];
         let m = &mut m[xi * rows * cols..][..rows * cols];
@@ -352,27 +488,26 @@ fn chunk(
         }
     }
 
-    // A^T M A, A^T = [[1, 1, 1, 0], [0, 1, -1, -1]], 16 tiles at a time; then bias and
-    // ReLU, stored clipped at the image's edges
+    // A^T M A, 16 tiles at a time; then bias and ReLU, stored clipped at the image's edges
     for co in 0..cout {
         let b = bias.map(|b| b[co]);
         for (q, panel) in tiles_at.chunks_exact(NR).enumerate() {
-            let mv = |xi: usize| -> &[f32] { &m[(xi * rows + co) * cols + q * NR..][..NR] };
-            let mut s = [[[0.0f32; NR]; 4]; 2];
-            for k in 0..4 {
-                let (m0, m1, m2, m3) = (mv(k), mv(4 + k), mv(8 + k), mv(12 + k));
-                for l in 0..NR {
-                    s[0][k][l] = m0[l] + m1[l] + m2[l];
-                    s[1][k][l] = m1[l] - m2[l] - m3[l];
+            let mv = |xi: usize| -> Lanes {
+                m[(xi * rows + co) * cols + q * NR..][..NR]
+                    .try_into()
+                    .unwrap_or([0.0; NR])
+            };
+            // s = A^T M (M rows of A values), then out = s A
+            let mut s = [[[0.0f32; NR]; A]; M];
+            for k in 0..A {
+                let col: [Lanes; A] = std::array::from_fn(|i| mv(i * A + k));
+                for (i, si) in at(&col).into_iter().enumerate() {
+                    s[i][k] = si;
                 }
             }
-            let mut out = [[[0.0f32; NR]; 2]; 2];
-            for i in 0..2 {
-                for l in 0..NR {
-                    let (a0, a1, a2, a3) = (s[i][0][l], s[i][1][l], s[i][2][l], s[i][3][l]);
-                    out[i][0][l] = a0 + a1 + a2;
-                    out[i][1][l] = a1 - a2 - a3;
-                }
+            let mut out = [[[0.0f32; NR]; M]; M];
+            for i in 0..M {
+                out[i] = at(&s[i]);
                 if let Some(b) = b {
                     for o in out[i].iter_mut() {
                         for val in o.iter_mut() {
@@ -387,29 +522,17 @@ fn chunk(
                 }
                 let (oy, ox) = ((y0 + 1) as usize, (x0 + 1) as usize);
                 let base = (n * cout + co) * hw;
-                if oy + 2 <= g.h && ox + 2 <= g.w {
-                    let o = base + oy * g.w + ox;
-                    // SAFETY: the whole 2x2 block (n, co, oy..oy + 2, ox..ox + 2) is inside
-                    // y (checked just above; n < N, co < Cout), and only this tile writes it.
-                    unsafe {
-                        *y.0.add(o) = out[0][0][lane];
-                        *y.0.add(o + 1) = out[0][1][lane];
-                        *y.0.add(o + g.w) = out[1][0][lane];
-                        *y.0.add(o + g.w + 1) = out[1][1][lane];
-                    }
-                    continue;
-                }
                 for (i, oi) in out.iter().enumerate() {
                     if oy + i >= g.h {
-                        continue;
+                        break;
                     }
                     for (j, oij) in oi.iter().enumerate() {
-                        if ox + j < g.w {
-                            // SAFETY: (n, co, oy + i, ox + j) is inside y (n < N, co < Cout,
-                            // the position checked against H and W), and only this tile
-                            // writes it.
-                            unsafe { *y.0.add(base + (oy + i) * g.w + ox + j) = oij[lane] };
+                        if ox + j >= g.w {
+                            break;
                         }
+                        // SAFETY: (n, co, oy + i, ox + j) is inside y (n < N, co < Cout, the
+                        // position checked against H and W), and only this tile writes it.
+                        unsafe { *y.0.add(base + (oy + i) * g.w + ox + j) = oij[lane] };
                     }
                 }
             }
