@@ -129,8 +129,7 @@ impl Backend for Cpu {
                     )
                 })?;
             if winograd::applies(&g) && winograd::pays(&g, wt.tile()) {
-                let mut y = vec![0.0f32; g.n * g.cout * g.ho * g.wo];
-                winograd::forward(&g, &x.storage, &wt, Some(&bias.storage), &mut y);
+                let y = winograd::forward_new(&g, &x.storage, &wt, Some(&bias.storage));
                 return Ok(self.t(g.out_shape(), y));
             }
         }

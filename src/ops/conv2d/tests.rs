@@ -424,8 +424,11 @@ fn check_winograd(xs: [usize; 4], cout: usize, bias: bool, seed: u64) {
     assert!(winograd::applies(&g));
     for (tile, rel) in [(Tile::F2, 4e-6), (Tile::F4, 4e-5)] {
         let wt = winograd::Weights::new(&w, cout, cin, tile);
+        // NaN first: an output left unwritten fails the comparison below
         let mut y = vec![f32::NAN; n * cout * h * wd];
         winograd::forward(&g, &x, &wt, bias.then_some(&b[..]), &mut y);
+        let fresh = winograd::forward_new(&g, &x, &wt, bias.then_some(&b[..]));
+        assert_eq!(fresh, y, "{tile:?} {xs:?}: forward_new");
         for (i, ((&got, &r), &s)) in y.iter().zip(&reference).zip(&scale).enumerate() {
             let co = i / (h * wd) % cout;
             let want = if bias { (r + b[co]).max(0.0) } else { r };
