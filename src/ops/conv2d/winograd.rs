@@ -525,9 +525,16 @@ fn chunk<const A: usize, const M: usize>(
 
     // V[xi] in micro-panel order [cols / NR][cin][NR]: per channel and panel, the 16 tiles'
     // patches are gathered lane by lane, then transformed as 16-lane vectors
+    // the per-panel temporaries live across the loops: zeroing them per panel and channel
+    // (a memset each) cost more than their arithmetic; `d` is re-zeroed per panel since
+    // only some lanes and taps are written, `e` is overwritten in full
+    let mut d = [[[0.0f32; NR]; A]; A];
+    let mut e = [[[0.0f32; NR]; A]; A];
     for ci in 0..cin {
         for (q, panel) in tiles_at.chunks_exact(NR).enumerate() {
-            let mut d = [[[0.0f32; NR]; A]; A];
+            for di in d.iter_mut().flatten() {
+                *di = [0.0; NR];
+            }
             for (lane, &(n, y0, x0, used)) in panel.iter().enumerate() {
                 if !used {
                     continue;
@@ -556,7 +563,6 @@ fn chunk<const A: usize, const M: usize>(
                 }
             }
             // B^T d B: first down the columns (e = B^T d), then along the rows (e B)
-            let mut e = [[[0.0f32; NR]; A]; A];
             for j in 0..A {
                 let col: [Lanes; A] = std::array::from_fn(|i| d[i][j]);
                 for (i, ei) in bt(&col).into_iter().enumerate() {
@@ -604,6 +610,8 @@ fn chunk<const A: usize, const M: usize>(
     }
 
     // A^T M A, 16 tiles at a time; then bias and ReLU, stored clipped at the image's edges
+    let mut st = [[[0.0f32; NR]; A]; M];
+    let mut out = [[[0.0f32; NR]; M]; M];
     for co in 0..cout {
         let b = bias.map(|b| b[co]);
         for (q, panel) in tiles_at.chunks_exact(NR).enumerate() {
@@ -613,14 +621,13 @@ fn chunk<const A: usize, const M: usize>(
                     .unwrap_or([0.0; NR])
             };
             // s = A^T M (M rows of A values), then out = s A
-            let mut s = [[[0.0f32; NR]; A]; M];
+            let s = &mut st;
             for k in 0..A {
                 let col: [Lanes; A] = std::array::from_fn(|i| mv(i * A + k));
                 for (i, si) in at(&col).into_iter().enumerate() {
                     s[i][k] = si;
                 }
             }
-            let mut out = [[[0.0f32; NR]; M]; M];
             for i in 0..M {
                 out[i] = at(&s[i]);
                 if let Some(b) = b {
