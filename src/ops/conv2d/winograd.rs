@@ -419,10 +419,35 @@ fn chunk_for_cpu<const A: usize, const M: usize>(
     y: YPtr,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if kernel::isa() == kernel::Isa::Avx2Fma {
+    match kernel::isa() {
+        // SAFETY: Avx512 is only chosen when the CPU has AVX-512F, AVX2 and FMA.
+        kernel::Isa::Avx512 => {
+            return unsafe { chunk_avx512::<A, M>(g, x, wt, bias, t0, len, vbuf, mbuf, y) };
+        }
         // SAFETY: Avx2Fma is only chosen when the CPU has AVX2 and FMA.
-        return unsafe { chunk_avx2::<A, M>(g, x, wt, bias, t0, len, vbuf, mbuf, y) };
+        kernel::Isa::Avx2Fma => {
+            return unsafe { chunk_avx2::<A, M>(g, x, wt, bias, t0, len, vbuf, mbuf, y) };
+        }
+        kernel::Isa::Portable => {}
     }
+    chunk_any::<A, M>(g, x, wt, bias, t0, len, vbuf, mbuf, y)
+}
+
+/// As `chunk_avx2`, with 512-bit vectors: a 16-lane transform row is one register.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn chunk_avx512<const A: usize, const M: usize>(
+    g: &ConvGeom,
+    x: &[f32],
+    wt: &Weights,
+    bias: Option<&[f32]>,
+    t0: usize,
+    len: usize,
+    vbuf: &mut Vec<f32>,
+    mbuf: &mut Vec<f32>,
+    y: YPtr,
+) {
     chunk_any::<A, M>(g, x, wt, bias, t0, len, vbuf, mbuf, y)
 }
 
@@ -583,29 +608,49 @@ fn chunk<const A: usize, const M: usize>(
         let u = &wt.u[xi * rows * cin..][..rows * cin];
         let v = &v[xi * cin * cols..][..cin * cols];
         let m = &mut m[xi * rows * cols..][..rows * cols];
-        for q in 0..cols / NR {
-            let b = BPanel::packed(v[q * cin * NR..][..cin * NR].as_ptr());
+        let panels = cols / NR;
+        let step = kernel::panels_per_call(isa).min(2);
+        let mut q = 0;
+        while q < panels {
+            // two panels at once where the ISA gains by it (`kernel::tiles`, same bits)
+            let two = step == 2 && q + 1 < panels;
+            let b = |q: usize| BPanel::packed(v[q * cin * NR..][..cin * NR].as_ptr());
             for r in 0..rows / MR {
                 let a = APanel::packed(u[r * cin * MR..][..cin * MR].as_ptr());
-                let c = m[r * MR * cols + q * NR..].as_mut_ptr();
-                // SAFETY: the A panel is cin x MR packed floats and the B panel cin x NR
+                let mut c = |q: usize| m[r * MR * cols + q * NR..].as_mut_ptr();
+                // SAFETY: the A panel is cin x MR packed floats and each B panel cin x NR
                 // (both sliced above); C's MR rows of NR floats, `cols` apart, start inside
                 // `m` at row r * MR, column q * NR: the last one ends at (r * MR + MR - 1) *
-                // cols + q * NR + NR <= rows * cols.
+                // cols + q * NR + NR <= rows * cols (q < panels).
                 unsafe {
-                    kernel::tile(
-                        isa,
-                        cin,
-                        a,
-                        b,
-                        c,
-                        cols,
-                        1.0,
-                        Store::Overwrite,
-                        std::ptr::null(),
-                    )
+                    if two {
+                        kernel::tiles::<2>(
+                            isa,
+                            cin,
+                            a,
+                            [b(q), b(q + 1)],
+                            [c(q), c(q + 1)],
+                            cols,
+                            1.0,
+                            Store::Overwrite,
+                            std::ptr::null(),
+                        )
+                    } else {
+                        kernel::tile(
+                            isa,
+                            cin,
+                            a,
+                            b(q),
+                            c(q),
+                            cols,
+                            1.0,
+                            Store::Overwrite,
+                            std::ptr::null(),
+                        )
+                    }
                 };
             }
+            q += if two { 2 } else { 1 };
         }
     }
 

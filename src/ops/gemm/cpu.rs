@@ -547,11 +547,16 @@ fn macro_kernel(
     last: bool,
 ) {
     let bias = (last && !c.bias.is_null()).then_some(c.bias);
-    for q in 0..nc.div_ceil(NR) {
+    let panels = nc.div_ceil(NR);
+    // columns jb..jb + w of panel q; whole and consecutive in C (one segment) or not
+    let at = |q: usize| {
         let jb = jc + q * NR;
         let w = NR.min(jc + nc - jb);
+        (jb, w, w == NR && jb % lay.seg + NR <= lay.seg)
+    };
+    let one_panel = |q: usize| {
+        let (jb, w, contiguous) = at(q);
         let bpanel = bp.panel(q, jb, kc);
-        let contiguous = w == NR && jb % lay.seg + NR <= lay.seg;
         for r in 0..mc.div_ceil(MR) {
             let ib = ic + r * MR;
             let h = MR.min(ic + mc - ib);
@@ -590,6 +595,57 @@ fn macro_kernel(
                 );
             }
         }
+    };
+    // two whole panels at once where the ISA gains by it (`kernel::tiles`): same bits
+    let pairs = kernel::panels_per_call(isa) == 2;
+    let mut q = 0;
+    while q < panels {
+        let pair = (pairs && q + 1 < panels).then(|| (at(q), at(q + 1)));
+        let Some(((j0, _, true), (j1, _, true))) = pair else {
+            one_panel(q);
+            q += 1;
+            continue;
+        };
+        let b2 = [bp.panel(q, j0, kc), bp.panel(q + 1, j1, kc)];
+        for r in 0..mc.div_ceil(MR) {
+            let ib = ic + r * MR;
+            let h = MR.min(ic + mc - ib);
+            let apanel = ap.panel(r, ib, h, kc);
+            if h == MR {
+                // SAFETY: as in `one_panel`, for each of the two tiles; both panels come from
+                // one B block, so they share its depth offsets when read in place.
+                unsafe {
+                    kernel::tiles::<2>(
+                        isa,
+                        kc,
+                        apanel,
+                        b2,
+                        [c.ptr.add(lay.off(ib, j0)), c.ptr.add(lay.off(ib, j1))],
+                        lay.rs,
+                        alpha,
+                        store,
+                        bias.map_or(std::ptr::null(), |b| b.add(ib)),
+                    )
+                };
+            } else {
+                for (bpanel, jb) in b2.into_iter().zip([j0, j1]) {
+                    edge_tile(
+                        isa,
+                        kc,
+                        apanel,
+                        bpanel,
+                        c,
+                        lay,
+                        alpha,
+                        store,
+                        (ib, h),
+                        (jb, NR),
+                        bias,
+                    );
+                }
+            }
+        }
+        q += 2;
     }
 }
 

@@ -1,11 +1,17 @@
 //! Register-blocked microkernels: one MR x NR tile of C from a packed A micro-panel (kc x MR,
 //! k-major) and a packed B micro-panel (kc x NR, k-major).
 //!
-//! The x86-64 kernel is AVX2 + FMA through `std::arch` behind a run-time check, so one binary
-//! runs on every x86-64 CPU at the speed of the one it finds (`wide` picks its instruction set
-//! at compile time, which would tie the binary to the build machine's CPU). Elsewhere a `wide`
-//! kernel of the same shape is used (NEON on aarch64). Both sum over k in order, one product at
-//! a time, so a tile's result depends only on its inputs, never on how the work was split.
+//! The x86-64 kernels are AVX-512F, or AVX2 + FMA, through `std::arch` behind a run-time
+//! check, so one binary runs on every x86-64 CPU at the speed of the one it finds (`wide`
+//! picks its instruction set at compile time, which would tie the binary to the build
+//! machine's CPU). Elsewhere a `wide` kernel of the same shape is used (NEON on aarch64). All
+//! sum over k in order, one fused multiply-add at a time per element of C, so a tile's result
+//! depends only on its inputs: never on how the work was split, nor on the instruction set
+//! (AVX-512 computes each element exactly as AVX2 does, 16 lanes at once instead of 8).
+//!
+//! `tiles` computes P tiles that share their A panel at once: with AVX-512's 32 registers, two
+//! B panels (a 6 x 32 block, 12 accumulators) keep both FMA ports busy, where one 6 x 16
+//! tile (6 accumulators) leaves them waiting on the FMA latency.
 
 pub const MR: usize = 6;
 pub const NR: usize = 16;
@@ -22,11 +28,28 @@ pub enum Store {
 /// The kernel chosen for this CPU, looked up once.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Isa {
+    /// AVX-512F (with AVX2 and FMA, which every AVX-512 CPU has; the code paths that have no
+    /// 512-bit version use those).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
     #[cfg(target_arch = "x86_64")]
     Avx2Fma,
     Portable,
 }
 
+impl Isa {
+    /// AVX2 and FMA are usable (the AVX2 code paths may run).
+    pub fn has_avx2(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 | Isa::Avx2Fma => true,
+            Isa::Portable => false,
+        }
+    }
+}
+
+/// The best kernel for this CPU, looked up once. `FRACTALNET_NO_AVX512` and
+/// `FRACTALNET_NO_AVX2` (read once per process) step down, for side-by-side timings.
 pub fn isa() -> Isa {
     use std::sync::OnceLock;
     static ISA: OnceLock<Isa> = OnceLock::new();
@@ -36,10 +59,31 @@ pub fn isa() -> Isa {
             && is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
         {
+            if std::env::var_os("FRACTALNET_NO_AVX512").is_none()
+                && is_x86_feature_detected!("avx512f")
+            {
+                return Isa::Avx512;
+            }
             return Isa::Avx2Fma;
         }
         Isa::Portable
     })
+}
+
+/// Every kernel this CPU can run, best first (for conformance tests and benches).
+pub fn supported() -> Vec<Isa> {
+    let mut out = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            if is_x86_feature_detected!("avx512f") {
+                out.push(Isa::Avx512);
+            }
+            out.push(Isa::Avx2Fma);
+        }
+    }
+    out.push(Isa::Portable);
+    out
 }
 
 /// Where a kernel reads A's MR x kc values: a(i, k) at `ptr + i * rs + k * cs`. A packed
@@ -109,6 +153,12 @@ pub unsafe fn tile(
     // exactly the code it had.
     match (isa, a.is_packed(), b.is_packed()) {
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: Avx512 is only chosen when the CPU has AVX-512F; the pointer contract is
+        // the caller's (a 1-panel `tiles` is one `tile`).
+        (Isa::Avx512, ..) => unsafe {
+            x86::tiles_512::<1>(kc, a, [b], [c], rsc, alpha, store, bias)
+        },
+        #[cfg(target_arch = "x86_64")]
         // SAFETY: Avx2Fma is only chosen when the CPU has AVX2 and FMA; the pointer contract
         // is the caller's.
         (Isa::Avx2Fma, true, true) => unsafe {
@@ -133,6 +183,47 @@ pub unsafe fn tile(
         (Isa::Portable, _, _) => unsafe {
             portable::tile_6x16(kc, a, b, c, rsc, alpha, store, bias)
         },
+    }
+}
+
+/// P tiles that share one A panel: tile p <- alpha * A_panel B_panel[p] (+ C), at `c[p]`
+/// with row stride `rsc`, each exactly as `tile` computes it (same bits).
+///
+/// # Safety
+/// `tile`'s contract for each (a, b[p], c[p]); when B is read in place (`koff` not null),
+/// every panel has the same `koff`.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub unsafe fn tiles<const P: usize>(
+    isa: Isa,
+    kc: usize,
+    a: APanel,
+    b: [BPanel; P],
+    c: [*mut f32; P],
+    rsc: usize,
+    alpha: f32,
+    store: Store,
+    bias: *const f32,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        debug_assert!(b.iter().all(|p| p.koff == b[0].koff));
+        // SAFETY: Avx512 is only chosen when the CPU has AVX-512F; the pointer contract is
+        // the caller's.
+        return unsafe { x86::tiles_512::<P>(kc, a, b, c, rsc, alpha, store, bias) };
+    }
+    for (b, c) in b.into_iter().zip(c) {
+        // SAFETY: the caller's contract, panel by panel.
+        unsafe { tile(isa, kc, a, b, c, rsc, alpha, store, bias) };
+    }
+}
+
+/// How many B panels `tiles` should take at once on this ISA.
+pub fn panels_per_call(isa: Isa) -> usize {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => 2,
+        _ => 1,
     }
 }
 
@@ -206,6 +297,92 @@ mod x86 {
                         r = _mm256_max_ps(s, _mm256_setzero_ps());
                     }
                     _mm256_storeu_ps(p, r);
+                }
+            }
+        }
+    }
+
+    /// P panels of 16 columns at once, one zmm per row and panel: 6 x P accumulators, P B
+    /// loads and 6 broadcasts per k. Each element is the AVX2 kernel's chain of FMAs over k,
+    /// in the same order, and the same store arithmetic: the same bits.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)] // the `tiles` contract, unpacked
+    pub unsafe fn tiles_512<const P: usize>(
+        kc: usize,
+        a: APanel,
+        b: [BPanel; P],
+        c: [*mut f32; P],
+        rsc: usize,
+        alpha: f32,
+        store: Store,
+        bias: *const f32,
+    ) {
+        // the A and B read patterns as constants, so the loop carries no stride registers
+        // SAFETY: the `tiles` contract, passed on.
+        unsafe {
+            match (a.is_packed(), b[0].is_packed()) {
+                (true, true) => tiles_512_k::<P, true, false>(kc, a, b, c, rsc, alpha, store, bias),
+                (false, true) => {
+                    tiles_512_k::<P, false, false>(kc, a, b, c, rsc, alpha, store, bias)
+                }
+                (true, false) => tiles_512_k::<P, true, true>(kc, a, b, c, rsc, alpha, store, bias),
+                (false, false) => {
+                    tiles_512_k::<P, false, true>(kc, a, b, c, rsc, alpha, store, bias)
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)] // the `tiles` contract, unpacked
+    unsafe fn tiles_512_k<const P: usize, const PACKED: bool, const DIRECT: bool>(
+        kc: usize,
+        a: APanel,
+        b: [BPanel; P],
+        c: [*mut f32; P],
+        rsc: usize,
+        alpha: f32,
+        store: Store,
+        bias: *const f32,
+    ) {
+        // SAFETY (whole body): the caller guarantees MR x kc floats addressed by a, kc rows
+        // of NR floats per B panel, an MR x NR tile at each c[p] with row stride rsc, and MR
+        // floats at a non-null bias.
+        unsafe {
+            let (rs, cs) = if PACKED { (1, MR) } else { (a.rs, a.cs) };
+            let mut acc = [[_mm512_setzero_ps(); P]; MR];
+            let mut pa = a.ptr;
+            let koff = b[0].koff;
+            for k in 0..kc {
+                let bv: [__m512; P] = if DIRECT {
+                    let o = *koff.add(k);
+                    std::array::from_fn(|p| _mm512_loadu_ps(b[p].ptr.add(o)))
+                } else {
+                    std::array::from_fn(|p| _mm512_loadu_ps(b[p].ptr.add(k * NR)))
+                };
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let ai = _mm512_set1_ps(*pa.add(i * rs));
+                    for (v, bp) in row.iter_mut().zip(&bv) {
+                        *v = _mm512_fmadd_ps(ai, *bp, *v);
+                    }
+                }
+                pa = pa.add(cs);
+            }
+            let va = _mm512_set1_ps(alpha);
+            for (i, row) in acc.iter().enumerate() {
+                for (v, cp) in row.iter().zip(&c) {
+                    let p = cp.add(i * rsc);
+                    let mut r = match store {
+                        Store::Overwrite => _mm512_mul_ps(*v, va),
+                        Store::Accumulate => _mm512_fmadd_ps(*v, va, _mm512_loadu_ps(p)),
+                    };
+                    if !bias.is_null() {
+                        // as the AVX2 kernel: max(s, 0) is 0 unless s > 0 (`bias_relu`)
+                        let s = _mm512_add_ps(r, _mm512_set1_ps(*bias.add(i)));
+                        r = _mm512_max_ps(s, _mm512_setzero_ps());
+                    }
+                    _mm512_storeu_ps(p, r);
                 }
             }
         }

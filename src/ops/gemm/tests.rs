@@ -358,7 +358,7 @@ fn reading_a_in_place_gives_the_packed_bits() {
 
 #[test]
 fn every_kernel_reads_packed_and_in_place_a_alike() {
-    use super::kernel::{APanel, BPanel, Isa, MR, NR, Store, tile};
+    use super::kernel::{APanel, BPanel, MR, NR, Store, tile};
     let kc = 37;
     let lda = kc + 3;
     // A: MR rows of a row-major matrix with padding; its packed copy, k-major
@@ -375,11 +375,7 @@ fn every_kernel_reads_packed_and_in_place_a_alike() {
                 .sum()
         })
         .collect();
-    let mut isas = vec![Isa::Portable];
-    if super::kernel::isa() != Isa::Portable {
-        isas.push(super::kernel::isa());
-    }
-    for isa in isas {
+    for isa in super::kernel::supported() {
         for panel in [
             APanel::packed(packed.as_ptr()),
             APanel {
@@ -413,7 +409,7 @@ fn every_kernel_reads_packed_and_in_place_a_alike() {
 
 #[test]
 fn every_kernel_reads_packed_and_in_place_b_alike() {
-    use super::kernel::{APanel, BPanel, Isa, MR, NR, Store, tile};
+    use super::kernel::{APanel, BPanel, MR, NR, Store, tile};
     let kc = 29;
     let a = rand(kc * MR, 52); // packed, k-major
     // B's rows scattered over a larger buffer at arbitrary (unaligned, unordered) offsets
@@ -423,11 +419,7 @@ fn every_kernel_reads_packed_and_in_place_b_alike() {
         .iter()
         .flat_map(|&o| data[o..o + NR].to_vec())
         .collect();
-    let mut isas = vec![Isa::Portable];
-    if super::kernel::isa() != Isa::Portable {
-        isas.push(super::kernel::isa());
-    }
-    for isa in isas {
+    for isa in super::kernel::supported() {
         let mut tiles = Vec::new();
         for b in [
             BPanel::packed(packed_b.as_ptr()),
@@ -501,4 +493,183 @@ fn in_place_b_refuses_reads_past_its_data() {
     // rows that are not whole micro-panels, or a ragged column count
     assert!(InPlaceB::new(&data, &koff, 16, (8, 8), (8, 8)).is_none());
     assert!(InPlaceB::new(&data, &koff, 24, (24, 24), (24, 24)).is_none());
+}
+
+/// Every x86 kernel (AVX2, AVX-512), one panel or two at a time, packed or in place, with or
+/// without the bias + ReLU epilogue, overwrite or accumulate: the same bits as the AVX2
+/// kernel's single tiles for the same operands, since each element is the same chain of FMAs
+/// over k (what makes results independent of the CPU and of the grouping). The portable
+/// kernel (whose `mul_add` is fused only where the build targets FMA) is held to f64.
+#[test]
+fn every_kernel_and_panel_grouping_gives_the_same_bits() {
+    use super::kernel::{APanel, BPanel, Isa, MR, NR, Store, tile, tiles};
+    let kc = 45;
+    let lda = kc + 2;
+    let a = rand(MR * lda, 60);
+    let packed_a: Vec<f32> = (0..kc)
+        .flat_map(|k| (0..MR).map(move |i| (k, i)))
+        .map(|(k, i)| a[i * lda + k])
+        .collect();
+    // two B panels, packed, and the same rows scattered for the in-place read (one koff,
+    // the second panel NR floats further on)
+    let data = rand(kc * 50 + 2 * NR, 61);
+    let koff: Vec<usize> = (0..kc).map(|k| (k * 23 + 7) % (kc * 50)).collect();
+    let packed_b: Vec<Vec<f32>> = (0..2)
+        .map(|p| {
+            koff.iter()
+                .flat_map(|&o| data[o + p * NR..o + p * NR + NR].to_vec())
+                .collect()
+        })
+        .collect();
+    let bias = rand(MR, 62);
+    let c0 = rand(MR * 2 * NR, 63);
+    let run = |isa: Isa, two: bool, in_a: bool, in_b: bool, store: Store, with_bias: bool| {
+        let ap = if in_a {
+            APanel {
+                ptr: a.as_ptr(),
+                rs: lda,
+                cs: 1,
+            }
+        } else {
+            APanel::packed(packed_a.as_ptr())
+        };
+        let bp = |p: usize| {
+            if in_b {
+                BPanel {
+                    ptr: data[p * NR..].as_ptr(),
+                    koff: koff.as_ptr(),
+                }
+            } else {
+                BPanel::packed(packed_b[p].as_ptr())
+            }
+        };
+        // C: MR rows of 2 NR, the two tiles side by side
+        let mut c = c0.clone();
+        let bias_ptr = if with_bias {
+            bias.as_ptr()
+        } else {
+            std::ptr::null()
+        };
+        let cp = c.as_mut_ptr();
+        // SAFETY: A addresses MR x kc values (packed, or rows lda apart); each B panel kc rows
+        // of NR (packed, or data[p * NR + koff[k]..] with room for NR); C holds MR rows of
+        // 2 NR and each tile is NR wide at column 0 or NR; bias holds MR.
+        unsafe {
+            if two {
+                tiles::<2>(
+                    isa,
+                    kc,
+                    ap,
+                    [bp(0), bp(1)],
+                    [cp, cp.add(NR)],
+                    2 * NR,
+                    0.75,
+                    store,
+                    bias_ptr,
+                )
+            } else {
+                for p in 0..2 {
+                    tile(
+                        isa,
+                        kc,
+                        ap,
+                        bp(p),
+                        cp.add(p * NR),
+                        2 * NR,
+                        0.75,
+                        store,
+                        bias_ptr,
+                    )
+                }
+            }
+        }
+        c
+    };
+    // the independent expectation for one case, in f64
+    let want: Vec<f64> = (0..MR * 2 * NR)
+        .map(|t| {
+            let (i, j) = (t / (2 * NR), t % (2 * NR));
+            let s: f64 = (0..kc)
+                .map(|k| a[i * lda + k] as f64 * data[koff[k] + j] as f64)
+                .sum();
+            0.75 * s + c0[t] as f64
+        })
+        .collect();
+    let portable = run(Isa::Portable, false, false, false, Store::Accumulate, false);
+    for (x, y) in portable.iter().zip(&want) {
+        assert!(close(*x, *y, kc as f64 * 0.25, kc), "portable: {x} vs {y}");
+    }
+    let isas = super::kernel::supported();
+    let base_isa = *isas.iter().rev().nth(1).unwrap_or(&Isa::Portable);
+    for isa in isas {
+        if isa == Isa::Portable {
+            continue;
+        }
+        for two in [false, true] {
+            for (in_a, in_b) in [(false, false), (true, false), (false, true), (true, true)] {
+                for store in [Store::Overwrite, Store::Accumulate] {
+                    for with_bias in [false, true] {
+                        let got = run(isa, two, in_a, in_b, store, with_bias);
+                        let base = run(base_isa, false, false, false, store, with_bias);
+                        assert!(
+                            got.iter()
+                                .zip(&base)
+                                .all(|(x, y)| x.to_bits() == y.to_bits()),
+                            "{isa:?} two {two} in-place A {in_a} B {in_b} {store:?} bias \
+                             {with_bias}: bits differ from {base_isa:?}'s"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The weight-gradient kernel on every ISA this CPU has: the same bits as the AVX2 (or
+/// portable) tiles, over edge tiles in both dimensions, several pixel blocks and a tail of
+/// fewer than 8 pixels; and the values of f64 dot products.
+#[test]
+fn nt_dot_products_have_the_same_bits_on_every_isa() {
+    use super::dot::nt_acc_with;
+    let (m, n, len) = (7, 13, 2 * 1024 + 21);
+    let (lda, ldb, ldc) = (len + 3, len + 1, n + 2);
+    let a = rand(m * lda, 70);
+    let b = rand(n * ldb, 71);
+    let c0 = rand(m * ldc, 72);
+    let isas = super::kernel::supported();
+    let run = |isa| {
+        let mut c = c0.clone();
+        nt_acc_with(isa, m, n, len, &a, lda, &b, ldb, &mut c, ldc);
+        c
+    };
+    let base = run(*isas.iter().rev().nth(1).unwrap_or(&isas[0]));
+    for i in 0..m {
+        for j in 0..ldc {
+            let want = if j < n {
+                c0[i * ldc + j] as f64
+                    + (0..len)
+                        .map(|p| a[i * lda + p] as f64 * b[j * ldb + p] as f64)
+                        .sum::<f64>()
+            } else {
+                c0[i * ldc + j] as f64 // past n: untouched
+            };
+            let got = base[i * ldc + j];
+            assert!(
+                close(got, want, len as f64 * 0.25, len),
+                "({i}, {j}): {got} vs {want}"
+            );
+        }
+    }
+    for isa in isas {
+        if isa == super::kernel::Isa::Portable {
+            continue;
+        }
+        let got = run(isa);
+        assert!(
+            got.iter()
+                .zip(&base)
+                .all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{isa:?}: bits differ from the AVX2 kernel's"
+        );
+    }
 }
