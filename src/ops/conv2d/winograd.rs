@@ -508,6 +508,118 @@ fn chunk_any<const A: usize, const M: usize>(
     chunk::<A, M>(g, x, wt, bias, t0, len, vbuf, mbuf, y, bt, at)
 }
 
+/// B^T d B for one channel of one panel of 16 patches, stored into V at panel q, channel ci:
+/// first down the columns (e = B^T d), then along the rows (e B).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn transform_in<const A: usize>(
+    d: &[[Lanes; A]; A],
+    e: &mut [[Lanes; A]; A],
+    v: &mut [f32],
+    q: usize,
+    ci: usize,
+    cin: usize,
+    cols: usize,
+    bt: &impl Fn(&[Lanes; A]) -> [Lanes; A],
+) {
+    for j in 0..A {
+        let col: [Lanes; A] = std::array::from_fn(|i| d[i][j]);
+        for (i, ei) in bt(&col).into_iter().enumerate() {
+            e[i][j] = ei;
+        }
+    }
+    let base = q * cin * NR + ci * NR;
+    for (i, ei) in e.iter().enumerate() {
+        for (j, oj) in bt(ei).iter().enumerate() {
+            v[(i * A + j) * cin * cols + base..][..NR].copy_from_slice(oj);
+        }
+    }
+}
+
+/// The input patches of a panel of 16 tiles read with AVX-512 masked gathers.
+#[cfg(target_arch = "x86_64")]
+mod gather {
+    use super::{Lanes, NR};
+    use std::arch::x86_64::*;
+
+    /// Per lane, where its patch starts in x (channel 0), and which lanes may read each
+    /// patch row and column: inside the image, and a tile of the chunk.
+    pub struct Panel {
+        base: [i32; NR],
+        rows: [u16; 8],
+        cols: [u16; 8],
+    }
+
+    impl Panel {
+        /// None when an offset does not fit an i32 or the patch is wider than 8.
+        pub fn new(
+            tiles: &[(usize, isize, isize, bool)],
+            image: usize,
+            [h, w]: [usize; 2],
+            side: usize,
+        ) -> Option<Panel> {
+            if side > 8 || tiles.len() != NR {
+                return None;
+            }
+            let mut p = Panel {
+                base: [0; NR],
+                rows: [0; 8],
+                cols: [0; 8],
+            };
+            for (lane, &(n, y0, x0, used)) in tiles.iter().enumerate() {
+                let b = (n as i64) * (image as i64) + y0 as i64 * w as i64 + x0 as i64;
+                p.base[lane] = i32::try_from(b).ok()?;
+                for k in 0..side {
+                    let (iy, ix) = (y0 + k as isize, x0 + k as isize);
+                    if used && iy >= 0 && (iy as usize) < h {
+                        p.rows[k] |= 1 << lane;
+                    }
+                    if used && ix >= 0 && (ix as usize) < w {
+                        p.cols[k] |= 1 << lane;
+                    }
+                }
+            }
+            Some(p)
+        }
+
+        /// d[i][j][lane] = x[base[lane] + chan + i * w + j] where row i and column j are
+        /// inside the lane's image, else 0.
+        ///
+        /// # Safety
+        /// The CPU has AVX-512F; every such index (unmasked) is inside x, and x.len() fits
+        /// an i32.
+        #[target_feature(enable = "avx512f")]
+        pub unsafe fn gather<const A: usize>(
+            &self,
+            x: &[f32],
+            chan: usize,
+            w: usize,
+            d: &mut [[Lanes; A]; A],
+        ) {
+            // SAFETY (whole body): the contract; masked-off lanes read nothing.
+            unsafe {
+                let base = _mm512_add_epi32(
+                    _mm512_loadu_si512(self.base.as_ptr().cast()),
+                    _mm512_set1_epi32(chan as i32),
+                );
+                for (i, di) in d.iter_mut().enumerate() {
+                    let row = _mm512_add_epi32(base, _mm512_set1_epi32((i * w) as i32));
+                    for (j, dij) in di.iter_mut().enumerate() {
+                        let idx = _mm512_add_epi32(row, _mm512_set1_epi32(j as i32));
+                        let v = _mm512_mask_i32gather_ps::<4>(
+                            _mm512_setzero_ps(),
+                            self.rows[i] & self.cols[j],
+                            idx,
+                            x.as_ptr(),
+                        );
+                        _mm512_storeu_ps(dij.as_mut_ptr(), v);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Tiles t0..t0 + len: transform the input, A*A GEMMs, transform back into y. `A` is the
 /// patch side, `M` the output tile side, `bt` and `at` the 1-D transforms.
 // the transforms index several arrays by the same position, as the formulas do
@@ -555,8 +667,28 @@ fn chunk<const A: usize, const M: usize>(
     // only some lanes and taps are written, `e` is overwritten in full
     let mut d = [[[0.0f32; NR]; A]; A];
     let mut e = [[[0.0f32; NR]; A]; A];
+    // AVX-512: each (i, j) of a panel's 16 patches is one masked gather (lanes outside the
+    // image or unused read nothing and hold 0), not 16 scalar copies
+    #[cfg(target_arch = "x86_64")]
+    let gathers: Option<Vec<gather::Panel>> = (kernel::isa() == kernel::Isa::Avx512)
+        .then(|| {
+            tiles_at
+                .chunks_exact(NR)
+                .map(|p| gather::Panel::new(p, cin * hw, [g.h, g.w], A))
+                .collect::<Option<Vec<_>>>()
+        })
+        .flatten()
+        .filter(|_| x.len() <= i32::MAX as usize);
     for ci in 0..cin {
         for (q, panel) in tiles_at.chunks_exact(NR).enumerate() {
+            #[cfg(target_arch = "x86_64")]
+            if let Some(gp) = &gathers {
+                // SAFETY: Avx512 was found on this CPU; every unmasked index is a pixel of
+                // image n, channel ci, inside x (`Panel::new`), and x.len() fits an i32.
+                unsafe { gp[q].gather::<A>(x, ci * hw, g.w, &mut d) };
+                transform_in(&d, &mut e, v, q, ci, cin, cols, &bt);
+                continue;
+            }
             for di in d.iter_mut().flatten() {
                 *di = [0.0; NR];
             }
@@ -587,19 +719,7 @@ fn chunk<const A: usize, const M: usize>(
                     }
                 }
             }
-            // B^T d B: first down the columns (e = B^T d), then along the rows (e B)
-            for j in 0..A {
-                let col: [Lanes; A] = std::array::from_fn(|i| d[i][j]);
-                for (i, ei) in bt(&col).into_iter().enumerate() {
-                    e[i][j] = ei;
-                }
-            }
-            let base = q * cin * NR + ci * NR;
-            for (i, ei) in e.iter().enumerate() {
-                for (j, oj) in bt(ei).iter().enumerate() {
-                    v[(i * A + j) * cin * cols + base..][..NR].copy_from_slice(oj);
-                }
-            }
+            transform_in(&d, &mut e, v, q, ci, cin, cols, &bt);
         }
     }
 
@@ -700,6 +820,61 @@ fn chunk<const A: usize, const M: usize>(
                         // SAFETY: (n, co, oy + i, ox + j) is inside y (n < N, co < Cout, the
                         // position checked against H and W), and only this tile writes it.
                         unsafe { y.0.add(base + (oy + i) * g.w + ox + j).write(oij[lane]) };
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::{Lanes, NR, gather};
+
+    /// The masked gathers read exactly what the scalar gather reads: patches inside the
+    /// image, 0 in the padding and in unused lanes; for tiles of two images, on every
+    /// border, with a short last panel.
+    #[test]
+    fn masked_gathers_read_the_scalar_patches() {
+        if !is_x86_feature_detected!("avx512f") {
+            return; // nothing to compare on this CPU (the scalar path is the one used)
+        }
+        const A: usize = 6;
+        let (cin, h, w) = (3, 7, 9);
+        let x: Vec<f32> = (0..2 * cin * h * w).map(|i| i as f32 + 0.5).collect();
+        // tiles of side 4 over a 7x9 map: 2 x 3 per image; lanes 12.. unused
+        let mut tiles = Vec::new();
+        for lane in 0..NR {
+            let t = lane.min(11);
+            let (n, r) = (t / 6, t % 6);
+            tiles.push((
+                n,
+                4 * (r / 3) as isize - 1,
+                4 * (r % 3) as isize - 1,
+                lane < 12,
+            ));
+        }
+        let panel = gather::Panel::new(&tiles, cin * h * w, [h, w], A).expect("fits");
+        for ci in 0..cin {
+            let mut d = [[[f32::NAN; NR]; A]; A];
+            // SAFETY: this CPU has AVX-512F (checked), unmasked indices are pixels of x.
+            unsafe { panel.gather::<A>(&x, ci * h * w, w, &mut d) };
+            for (lane, &(n, y0, x0, used)) in tiles.iter().enumerate() {
+                for i in 0..A {
+                    for j in 0..A {
+                        let (iy, ix) = (y0 + i as isize, x0 + j as isize);
+                        let inside = iy >= 0 && iy < h as isize && ix >= 0 && ix < w as isize;
+                        let want = if used && inside {
+                            x[((n * cin + ci) * h + iy as usize) * w + ix as usize]
+                        } else {
+                            0.0
+                        };
+                        let got: Lanes = d[i][j];
+                        assert_eq!(
+                            got[lane].to_bits(),
+                            want.to_bits(),
+                            "channel {ci} lane {lane} ({i}, {j})"
+                        );
                     }
                 }
             }
