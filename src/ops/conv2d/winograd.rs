@@ -835,6 +835,7 @@ mod tests {
     /// image, 0 in the padding and in unused lanes; for tiles of two images, on every
     /// border, with a short last panel.
     #[test]
+    #[allow(clippy::needless_range_loop)] // (i, j) index the patch, as the formulas do
     fn masked_gathers_read_the_scalar_patches() {
         if !is_x86_feature_detected!("avx512f") {
             return; // nothing to compare on this CPU (the scalar path is the one used)
