@@ -231,11 +231,17 @@ fn split_groups<'a>(
 }
 
 /// Grows a scratch buffer to at least `n` values (contents unspecified).
+/// The slice starts on a 64-byte boundary, so rows whose length is a multiple of 16 floats
+/// (a column matrix over 16k pixels) are read by the kernels' 32- and 64-byte loads without
+/// straddling cache lines (measured on the weight-gradient kernel: 99 -> 107 GFLOP/s).
+/// Callers write what they read: the offset may change when the buffer grows.
 fn scratch(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
-    if buf.len() < n {
-        buf.resize(n, 0.0);
+    const LINE: usize = 16;
+    if buf.len() < n + LINE {
+        buf.resize(n + LINE, 0.0);
     }
-    &mut buf[..n]
+    let off = buf.as_ptr().align_offset(64).min(LINE);
+    &mut buf[off..off + n]
 }
 
 /// Per-thread scratch (column matrix, gathered dy or y, dcol), kept across calls: rayon's

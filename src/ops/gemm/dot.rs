@@ -178,7 +178,7 @@ mod x86 {
     /// `gemm_nt_acc` with 512-bit registers and the same bits. A register holds two entries'
     /// 8 lanes side by side: rows i and i + 1 of A (interleaved by 8 pixels into `pairs`, so
     /// one load fetches both) against one row of B broadcast to both halves. Tiles of 4 A
-    /// rows x 6 B rows are 12 such registers: 12 FMAs per 8 pixels for 24 entries, where the
+    /// rows x 12 B rows are 24 such registers: 24 FMAs per 8 pixels for 48 entries, where the
     /// AVX2 tile does 12 for 12. Each lane sums the same pixels in the same order, and the
     /// lanes are added in the same tree, so every entry is the AVX2 kernel's value.
     #[target_feature(enable = "avx512f,avx2,fma")]
@@ -195,7 +195,7 @@ mod x86 {
         ldc: usize,
     ) {
         const TI: usize = 4;
-        const TJ: usize = 6;
+        const TJ: usize = 12;
         let mut pairs: Vec<f32> = Vec::new();
         for p0 in (0..len).step_by(super::PB) {
             let pl = super::PB.min(len - p0);
@@ -204,8 +204,11 @@ mod x86 {
             // A's rows of this block, 4 per tile as 2 pairs, each pair [steps][16]: lanes
             // 0..8 row i, 8..16 row i + 1 (a short last tile repeats its last row)
             let tiles_i = m.div_ceil(TI);
+            // from a 64-byte boundary: each pair load is then one cache line, not two
             pairs.clear();
-            pairs.resize(tiles_i * 2 * steps * 16, 0.0);
+            pairs.resize(tiles_i * 2 * steps * 16 + 16, 0.0);
+            let off = pairs.as_ptr().align_offset(64).min(16);
+            let pairs = &mut pairs[off..off + tiles_i * 2 * steps * 16];
             for t in 0..tiles_i {
                 let i0 = t * TI;
                 let mt = TI.min(m - i0);
@@ -231,7 +234,7 @@ mod x86 {
                         &pairs[(t * 2 + 1) * steps * 16..][..steps * 16],
                     ];
                     // SAFETY: each pair slice holds steps x 16 floats and each B row pl >= l8.
-                    let sums = unsafe { tile_4x6(pa, &br, steps) };
+                    let sums = unsafe { tile_4x12(pa, &br, steps) };
                     let ar: [&[f32]; TI] =
                         std::array::from_fn(|i| &a[(i0 + i.min(mt - 1)) * lda + p0..][..pl]);
                     for i in 0..mt {
@@ -249,19 +252,20 @@ mod x86 {
         }
     }
 
-    /// The 8-lane sums of 4 A rows (two interleaved pairs) against 6 B rows over `steps`
+    /// The 8-lane sums of 4 A rows (two interleaved pairs) against 12 B rows over `steps`
     /// blocks of 8 pixels, each reduced by the tree ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)).
+    /// 24 accumulators: each A load (from L2, where A's rows stream past) feeds 12 FMAs.
     ///
     /// # Safety
     /// Both pair slices hold `steps * 16` floats, every B row at least `steps * 8`.
     #[target_feature(enable = "avx512f,avx2,fma")]
     #[inline]
-    unsafe fn tile_4x6(pa: [&[f32]; 2], br: &[&[f32]; 6], steps: usize) -> [[f32; 6]; 4] {
+    unsafe fn tile_4x12(pa: [&[f32]; 2], br: &[&[f32]; 12], steps: usize) -> [[f32; 12]; 4] {
         // SAFETY (whole body): s < steps, so every load is inside the slices (contract).
         unsafe {
             let (a0, a1) = (pa[0].as_ptr(), pa[1].as_ptr());
-            let bp: [*const f32; 6] = std::array::from_fn(|j| br[j].as_ptr());
-            let mut acc = [[_mm512_setzero_ps(); 6]; 2];
+            let bp: [*const f32; 12] = std::array::from_fn(|j| br[j].as_ptr());
+            let mut acc = [[_mm512_setzero_ps(); 12]; 2];
             for s in 0..steps {
                 let av = [
                     _mm512_loadu_ps(a0.add(s * 16)),
@@ -283,37 +287,23 @@ mod x86 {
                 let odd = _mm512_shuffle_ps::<0b11_01_11_01>(x, y);
                 _mm512_add_ps(even, odd)
             };
-            let mut out = [[0.0f32; 6]; 4];
+            let mut out = [[0.0f32; 12]; 4];
             for (h, acc) in acc.iter().enumerate() {
-                // 128-bit lanes of hadd(hadd(j0, j1), hadd(j2, j3)): [entry j0..j3, lanes
-                // 0-3 | lanes 4-7] of row 2h, then of row 2h + 1; the same for j4, j5
-                let h4 = hadd(hadd(acc[0], acc[1]), hadd(acc[2], acc[3]));
-                let h2 = hadd(hadd(acc[4], acc[5]), _mm512_setzero_ps());
-                for (r, (lo, hi)) in [(0, 1), (2, 3)].into_iter().enumerate() {
-                    let mut v = [0.0f32; 8];
-                    let s4 = match lo {
-                        0 => _mm_add_ps(
-                            _mm512_extractf32x4_ps::<0>(h4),
-                            _mm512_extractf32x4_ps::<1>(h4),
-                        ),
-                        _ => _mm_add_ps(
-                            _mm512_extractf32x4_ps::<2>(h4),
-                            _mm512_extractf32x4_ps::<3>(h4),
-                        ),
-                    };
-                    let s2 = match hi {
-                        1 => _mm_add_ps(
-                            _mm512_extractf32x4_ps::<0>(h2),
-                            _mm512_extractf32x4_ps::<1>(h2),
-                        ),
-                        _ => _mm_add_ps(
-                            _mm512_extractf32x4_ps::<2>(h2),
-                            _mm512_extractf32x4_ps::<3>(h2),
-                        ),
-                    };
-                    _mm_storeu_ps(v.as_mut_ptr(), s4);
-                    _mm_storeu_ps(v.as_mut_ptr().add(4), s2);
-                    out[2 * h + r].copy_from_slice(&v[..6]);
+                for g in 0..3 {
+                    // 128-bit lanes of hadd(hadd(j, j+1), hadd(j+2, j+3)): [entries j..j+4,
+                    // lanes 0-3 | lanes 4-7] of row 2h, then the same of row 2h + 1
+                    let q = &acc[4 * g..4 * g + 4];
+                    let t = hadd(hadd(q[0], q[1]), hadd(q[2], q[3]));
+                    let lo = _mm_add_ps(
+                        _mm512_extractf32x4_ps::<0>(t),
+                        _mm512_extractf32x4_ps::<1>(t),
+                    );
+                    let hi = _mm_add_ps(
+                        _mm512_extractf32x4_ps::<2>(t),
+                        _mm512_extractf32x4_ps::<3>(t),
+                    );
+                    _mm_storeu_ps(out[2 * h][4 * g..].as_mut_ptr(), lo);
+                    _mm_storeu_ps(out[2 * h + 1][4 * g..].as_mut_ptr(), hi);
                 }
             }
             out
