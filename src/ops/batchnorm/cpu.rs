@@ -74,8 +74,11 @@ pub fn apply(
             (s, beta[ch] - mean[ch] * s)
         })
         .unzip();
-    let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(hw)
+    // written once, element by element, without zeroing first (a pass over memory that
+    // cost as much as this one)
+    let mut y: Vec<f32> = Vec::with_capacity(x.len());
+    y.spare_capacity_mut()[..x.len()]
+        .par_chunks_mut(hw)
         .zip(x.par_chunks(hw))
         .enumerate()
         .with_min_len(min_items(hw))
@@ -86,13 +89,16 @@ pub fn apply(
             let n8 = hw / 8 * 8;
             for (yc, xc) in yp[..n8].chunks_exact_mut(8).zip(xp[..n8].chunks_exact(8)) {
                 let v = ld(xc).mul_add(s, t);
-                yc.copy_from_slice(&(if relu { v.max(z) } else { v }).to_array());
+                yc.write_copy_of_slice(&(if relu { v.max(z) } else { v }).to_array());
             }
             for i in n8..hw {
                 let v = xp[i].mul_add(scale[ch], shift[ch]);
-                yp[i] = if relu { v.max(0.0) } else { v };
+                yp[i].write(if relu { v.max(0.0) } else { v });
             }
         });
+    // SAFETY: the planes of hw values cover all x.len() values, and each plane's values were
+    // written above (n8 by the vector loop, the rest by the tail).
+    unsafe { y.set_len(x.len()) };
     y
 }
 
@@ -152,8 +158,10 @@ pub fn backward(
         .collect();
     let dbeta: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
     let dgamma: Vec<f32> = sums.iter().map(|s| s.1 as f32).collect();
-    let mut dx = vec![0.0f32; x.len()];
-    dx.par_chunks_mut(hw)
+    // written once without zeroing first, as in `apply`
+    let mut dx: Vec<f32> = Vec::with_capacity(x.len());
+    dx.spare_capacity_mut()[..x.len()]
+        .par_chunks_mut(hw)
         .enumerate()
         .with_min_len(min_items(hw))
         .for_each(|(p, dxp)| {
@@ -174,13 +182,15 @@ pub fn backward(
             for j in (0..n8).step_by(8) {
                 let g = masked(ld(&yp[j..j + 8]), ld(&dp[j..j + 8]));
                 let xhat = (ld(&xp[j..j + 8]) - mv) * iv;
-                dxp[j..j + 8].copy_from_slice(&(kv * (g - mbv - xhat * mgv)).to_array());
+                dxp[j..j + 8].write_copy_of_slice(&(kv * (g - mbv - xhat * mgv)).to_array());
             }
             for j in n8..hw {
                 let xhat = (xp[j] - mean[ch]) * inv;
-                dxp[j] = k * (masked_s(yp[j], dp[j]) - mb - xhat * mgx);
+                dxp[j].write(k * (masked_s(yp[j], dp[j]) - mb - xhat * mgx));
             }
         });
+    // SAFETY: the planes of hw values cover all x.len() values, each written above.
+    unsafe { dx.set_len(x.len()) };
     (dx, dgamma, dbeta)
 }
 
