@@ -72,18 +72,18 @@ pub fn isa() -> Isa {
 
 /// Every kernel this CPU can run, best first (for conformance tests and benches).
 pub fn supported() -> Vec<Isa> {
-    let mut out = Vec::new();
     #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            if is_x86_feature_detected!("avx512f") {
-                out.push(Isa::Avx512);
-            }
-            out.push(Isa::Avx2Fma);
-        }
-    }
-    out.push(Isa::Portable);
-    out
+    let simd: Vec<Isa> = {
+        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        let avx512 = avx2 && is_x86_feature_detected!("avx512f");
+        [(avx512, Isa::Avx512), (avx2, Isa::Avx2Fma)]
+            .into_iter()
+            .filter_map(|(has, isa)| has.then_some(isa))
+            .collect()
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd: Vec<Isa> = Vec::new();
+    simd.into_iter().chain([Isa::Portable]).collect()
 }
 
 /// Where a kernel reads A's MR x kc values: a(i, k) at `ptr + i * rs + k * cs`. A packed
