@@ -14,7 +14,7 @@ use fractalnet::backend::{Backend, Cpu};
 use fractalnet::gradcheck::random_tensor;
 use fractalnet::ops::batchnorm::EPS;
 use fractalnet::ops::conv2d::Conv2dParams;
-use fractalnet::ops::gemm::{MatRef, sgemm, sgemm_par};
+use fractalnet::ops::gemm::{MatRef, gemm_nt_acc, sgemm, sgemm_par};
 use fractalnet::ops::pool::Pool2dParams;
 use fractalnet::tensor::Tensor;
 use std::hint::black_box;
@@ -236,8 +236,30 @@ fn bench_backend_ops<B: Backend>(c: &mut Criterion, b: &B, dev: &str) {
     g.finish();
 }
 
+/// The weight gradient's dot-product kernel (`gemm_nt_acc`, one thread): dW [Cout, 9 Cin] +=
+/// dy [Cout, pixels] col^T, at a 64..512 layer's shape (Cout 128, Cin 128, 512 pixels per
+/// group). `FRACTALNET_NO_AVX512=1` times the AVX2 kernel on the same CPU.
+fn bench_nt_acc(c: &mut Criterion) {
+    let (m, n, len) = (128usize, 1152usize, 512usize);
+    let a: Vec<f32> = fractalnet::gradcheck::random_vec(m * len, 3);
+    let b: Vec<f32> = fractalnet::gradcheck::random_vec(n * len, 4);
+    let mut out = vec![0.0f32; m * n];
+    let mut g = c.benchmark_group("cpu/gemm_nt_acc");
+    g.warm_up_time(Duration::from_millis(500));
+    g.measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements((2 * m * n * len) as u64));
+    g.bench_function(format!("{m}x{n}x{len}"), |bch| {
+        bch.iter(|| {
+            gemm_nt_acc(m, n, len, &a, len, &b, len, &mut out, n);
+            black_box(&mut out);
+        })
+    });
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     bench_sgemm(c);
+    bench_nt_acc(c);
     bench_backend_ops(c, &Cpu::new(), "cpu");
     // Vulkan side by side, on the first device (a GPU if there is one; lavapipe here, which is
     // for correctness and runs at about 1 GFLOP/s). FRACTALNET_BENCH_DEVICES=cpu skips it.
