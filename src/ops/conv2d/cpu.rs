@@ -6,10 +6,9 @@
 //! in order, so no result depends on the thread count.
 
 use super::ConvGeom;
+use crate::ops::gemm::cpu::gemm_uninit;
 use crate::ops::gemm::kernel::NR;
-use crate::ops::gemm::{
-    CLayout, InPlaceB, MatRef, PackB, gemm, gemm_bias_relu, gemm_nt_acc, sgemm,
-};
+use crate::ops::gemm::{CLayout, InPlaceB, MatRef, PackB, gemm_nt_acc, sgemm};
 use crate::ops::min_items;
 use rayon::prelude::*;
 
@@ -277,47 +276,43 @@ fn group_col<'a>(
 }
 
 pub fn forward(g: &ConvGeom, x: &[f32], w: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0f32; g.n * g.cout * g.ho * g.wo];
-    forward_into(g, x, w, &mut y);
-    y
+    forward_with(g, x, w, None, direct_enabled())
 }
 
 /// relu(conv(x, w) + bias[co]), the bias and ReLU applied to each output tile in the GEMM's
 /// epilogue instead of in a second pass over y.
 pub fn forward_bias_relu(g: &ConvGeom, x: &[f32], w: &[f32], bias: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0f32; g.n * g.cout * g.ho * g.wo];
-    forward_into_with(g, x, w, Some(bias), &mut y, direct_enabled());
-    y
+    forward_with(g, x, w, Some(bias), direct_enabled())
 }
 
 /// y = conv(x, w) for the whole batch as one GEMM: W [Cout, k] times the implicit im2col
 /// matrix [k, images x pixels], packed straight from a zero-padded copy of x (`Im2colB`) and
-/// written straight into y's NCHW images (`CLayout::images`). The GEMM cuts the pixel
-/// columns over the threads.
-fn forward_into(g: &ConvGeom, x: &[f32], w: &[f32], y: &mut [f32]) {
-    forward_into_with(g, x, w, None, y, direct_enabled())
-}
-
-/// `forward_into` (with the fused bias + ReLU when `bias` is given), with the direct
-/// (in-place) reading of the padded input allowed or not: both give the same bits, since the
-/// kernels sum the same products in the same order.
-pub(super) fn forward_into_with(
+/// written straight into y's NCHW images (`CLayout::images`), which are never zeroed first
+/// (`gemm_uninit` writes each element once). The GEMM cuts the pixel columns over the
+/// threads. With `bias`, relu(conv + bias[co]) fused into the GEMM's epilogue; with `direct`,
+/// the padded input is read in place where it can be: both ways give the same bits, since
+/// the kernels sum the same products in the same order.
+pub(super) fn forward_with(
     g: &ConvGeom,
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
-    y: &mut [f32],
     direct: bool,
-) {
+) -> Vec<f32> {
     let wm = MatRef::rm(w, g.cout, g.k());
     let lay = CLayout::images(g.cout, g.ho * g.wo, g.n);
-    with_padded(g, x, direct, |b| match bias {
-        Some(bias) => gemm_bias_relu(1.0, &wm, b, y, lay, true, bias),
-        None => gemm(1.0, &wm, b, 0.0, y, lay, true),
-    });
+    // SAFETY: the layout covers all n x cout x ho x wo elements (`gemm_uninit` checks it),
+    // and the GEMM writes every element it covers.
+    unsafe {
+        crate::ops::written_by(g.n * g.cout * g.ho * g.wo, |y| {
+            with_padded(g, x, direct, |b| {
+                gemm_uninit(1.0, &wm, b, y, lay, true, bias)
+            })
+        })
+    }
 }
 
-/// Whether `forward_into` reads this geometry's input in place (`Im2colB::in_place_b`).
+/// Whether `forward_with` reads this geometry's input in place (`Im2colB::in_place_b`).
 #[cfg(test)]
 pub(super) fn direct_applies(g: &ConvGeom) -> bool {
     let x = vec![0.0f32; g.n * g.cin * g.h * g.w];
@@ -548,15 +543,13 @@ pub fn backward(
     let (in_sz, out_sz, k, hw_o) = (g.cin * g.h * g.w, g.cout * g.ho * g.wo, g.k(), g.ho * g.wo);
     let wsz = g.cout * k;
     let groups = groups(g.n, hw_o);
-    let mut dx = if need_dx {
-        vec![0.0f32; g.n * in_sz]
-    } else {
-        Vec::new()
-    };
     let transposed = if need_dx { transposed_geom(g) } else { None };
-    if let Some(tg) = &transposed {
-        forward_into(tg, dy, &flip_transpose(g, w), &mut dx);
-    }
+    let mut dx = match &transposed {
+        Some(tg) => forward_with(tg, dy, &flip_transpose(g, w), None, direct_enabled()),
+        // strided: col2im adds each group's column gradient into zeros
+        None if need_dx => vec![0.0f32; g.n * in_sz],
+        None => Vec::new(),
+    };
     let col2im_dx = need_dx && transposed.is_none();
     let wt = MatRef::rm_t(w, g.cout, k); // [k, cout]
 

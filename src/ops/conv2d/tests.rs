@@ -333,15 +333,12 @@ fn direct_reads_give_the_packed_paths_bits() {
         let g = super::ConvGeom::new(&Shape::new(xs), &Shape::new(ws), p).unwrap();
         let x = random_vec(xs.iter().product(), 90 + i as u64);
         let w = random_vec(ws.iter().product(), 95 + i as u64);
-        let out = g.n * g.cout * g.ho * g.wo;
-        let (mut a, mut b) = (vec![f32::NAN; out], vec![f32::NAN; out]);
-        super::cpu::forward_into_with(&g, &x, &w, None, &mut a, true);
-        super::cpu::forward_into_with(&g, &x, &w, None, &mut b, false);
+        let a = super::cpu::forward_with(&g, &x, &w, None, true);
+        let b = super::cpu::forward_with(&g, &x, &w, None, false);
         // and with the fused bias + ReLU
         let bias = random_vec(g.cout, 99 + i as u64);
-        let (mut fa, mut fb) = (vec![f32::NAN; out], vec![f32::NAN; out]);
-        super::cpu::forward_into_with(&g, &x, &w, Some(&bias), &mut fa, true);
-        super::cpu::forward_into_with(&g, &x, &w, Some(&bias), &mut fb, false);
+        let fa = super::cpu::forward_with(&g, &x, &w, Some(&bias), true);
+        let fb = super::cpu::forward_with(&g, &x, &w, Some(&bias), false);
         assert_eq!(fa, fb, "case {i}: fused, direct vs packed");
         assert_eq!(
             super::cpu::direct_applies(&g),

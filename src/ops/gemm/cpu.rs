@@ -14,6 +14,7 @@
 use super::kernel::{self, APanel, BPanel, Isa, MR, NR, Store, bias_relu};
 use super::pack::{InPlaceB, PackA, PackB};
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 const KC: usize = 256;
@@ -201,6 +202,46 @@ pub fn gemm_bias_relu<A: PackA, B: PackB>(
     gemm_post(alpha, a, b, 0.0, c, lay, par, Some(bias))
 }
 
+/// `gemm` (or `gemm_bias_relu` when `bias` is given) with beta 0 into memory that was never
+/// initialised: every element of `c` is written exactly once, none is read, so the output
+/// of a convolution needs no zeroing pass before the product lands in it.
+///
+/// Panics only on a caller bug: `lay` must cover `c` exactly (rows x cols elements, distinct
+/// offsets inside `c`), so that after the call every element holds its value.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_uninit<A: PackA, B: PackB>(
+    alpha: f32,
+    a: &A,
+    b: &B,
+    c: &mut [MaybeUninit<f32>],
+    lay: CLayout,
+    par: bool,
+    bias: Option<&[f32]>,
+) {
+    assert_eq!(
+        lay.rows * lay.cols,
+        c.len(),
+        "gemm_uninit: C layout covers C"
+    );
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), a.rows(), "gemm_uninit: one bias per row");
+    }
+    // SAFETY: `gemm_raw` checks the layout against `c.len()`, and with beta 0 it only writes
+    // C's elements (never reads or forms references to them).
+    unsafe {
+        gemm_raw(
+            alpha,
+            a,
+            b,
+            0.0,
+            (c.as_mut_ptr().cast::<f32>(), c.len()),
+            lay,
+            par,
+            bias,
+        )
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn gemm_post<A: PackA, B: PackB>(
     alpha: f32,
@@ -212,12 +253,31 @@ fn gemm_post<A: PackA, B: PackB>(
     par: bool,
     bias: Option<&[f32]>,
 ) {
+    // SAFETY: `c` is initialised, writable memory of `c.len()` floats.
+    unsafe { gemm_raw(alpha, a, b, beta, (c.as_mut_ptr(), c.len()), lay, par, bias) }
+}
+
+/// The driver, on C given as a pointer and a length.
+///
+/// # Safety
+/// `c.0` must be valid for writes of `c.1` floats, and for reads too unless beta is 0; with
+/// beta 0 the elements need not be initialised (they are only written, through pointers).
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_raw<A: PackA, B: PackB>(
+    alpha: f32,
+    a: &A,
+    b: &B,
+    beta: f32,
+    (cptr, clen): (*mut f32, usize),
+    lay: CLayout,
+    par: bool,
+    bias: Option<&[f32]>,
+) {
     let (m, k, n) = (a.rows(), a.depth(), b.cols());
     assert_eq!(k, b.depth(), "gemm inner dimensions");
     assert!(
-        lay.rows == m && lay.cols == n && lay.valid_for(c.len()),
-        "gemm C layout {lay:?} for {m}x{n} in {} values",
-        c.len()
+        lay.rows == m && lay.cols == n && lay.valid_for(clen),
+        "gemm C layout {lay:?} for {m}x{n} in {clen} values"
     );
     if m == 0 || n == 0 {
         return;
@@ -225,19 +285,18 @@ fn gemm_post<A: PackA, B: PackB>(
     if beta != 0.0 && beta != 1.0 || k == 0 || alpha == 0.0 {
         for i in 0..m {
             for j in 0..n {
-                let v = &mut c[lay.off(i, j)];
-                *v = if beta == 0.0 { 0.0 } else { *v * beta };
+                // SAFETY: (i, j) is inside C (valid_for); read only when beta is not 0.
+                unsafe {
+                    let p = cptr.add(lay.off(i, j));
+                    let mut v = if beta == 0.0 { 0.0 } else { p.read() * beta };
+                    if let (Some(bias), true) = (bias, k == 0 || alpha == 0.0) {
+                        bias_relu(std::slice::from_mut(&mut v), bias[i]);
+                    }
+                    p.write(v);
+                }
             }
         }
         if k == 0 || alpha == 0.0 {
-            if let Some(bias) = bias {
-                for i in 0..m {
-                    for j in 0..n {
-                        let v = &mut c[lay.off(i, j)];
-                        bias_relu(std::slice::from_mut(v), bias[i]);
-                    }
-                }
-            }
             return;
         }
     }
@@ -247,7 +306,7 @@ fn gemm_post<A: PackA, B: PackB>(
         Store::Accumulate
     };
     let cp = CPtr {
-        ptr: c.as_mut_ptr(),
+        ptr: cptr,
         bias: bias.map_or(std::ptr::null(), |b| b.as_ptr()),
     };
     let isa = kernel::isa();
@@ -681,39 +740,38 @@ fn edge_tile(
             std::ptr::null(),
         )
     };
-    let store_row = |dst: &mut [f32], src: &[f32]| {
-        for (d, v) in dst.iter_mut().zip(src) {
-            *d = match (store, alpha == 1.0) {
-                (Store::Overwrite, _) => *v * alpha,
-                (Store::Accumulate, true) => *d + *v,
-                (Store::Accumulate, false) => v.mul_add(alpha, *d),
+    // Through pointers: with `Store::Overwrite` C may be uninitialised (`gemm_uninit`), so
+    // its elements are written without being read or referenced first.
+    let store_at = |p: *mut f32, v: f32, row: usize| {
+        // SAFETY: callers pass addresses of elements of C inside this tile (valid_for), which
+        // nothing else touches during the call; C is read only for `Store::Accumulate`, whose
+        // callers guarantee initialised memory; one bias per row of C (`gemm_bias_relu`).
+        unsafe {
+            let mut s = match (store, alpha == 1.0) {
+                (Store::Overwrite, _) => v * alpha,
+                (Store::Accumulate, true) => p.read() + v,
+                (Store::Accumulate, false) => v.mul_add(alpha, p.read()),
             };
+            if let Some(bias) = bias {
+                bias_relu(std::slice::from_mut(&mut s), *bias.add(row));
+            }
+            p.write(s);
         }
     };
-    if w == NR && jb % lay.seg + NR <= lay.seg {
-        // whole consecutive rows (a partial row panel: Cout 16 = 6 + 6 + 4): row copies
-        for (i, row) in tile.iter().take(h).enumerate() {
-            // SAFETY: row ib + i, columns jb..jb + NR are inside C and consecutive (one
-            // segment; valid_for), and nothing else writes them during this call.
-            let dst = unsafe { std::slice::from_raw_parts_mut(c.ptr.add(lay.off(ib + i, jb)), NR) };
-            store_row(dst, &row.0);
-            if let Some(bias) = bias {
-                // SAFETY: one bias per row of C (`gemm_bias_relu`), and ib + i is a row.
-                bias_relu(dst, unsafe { *bias.add(ib + i) });
+    let whole_rows = w == NR && jb % lay.seg + NR <= lay.seg;
+    for (i, row) in tile.iter().take(h).enumerate() {
+        if whole_rows {
+            // whole consecutive rows (a partial row panel: Cout 16 = 6 + 6 + 4)
+            let base = lay.off(ib + i, jb);
+            for (j, &v) in row.0.iter().enumerate() {
+                // SAFETY: row ib + i, columns jb..jb + NR are inside C and consecutive (one
+                // segment; valid_for).
+                store_at(unsafe { c.ptr.add(base + j) }, v, ib + i);
             }
-        }
-        return;
-    }
-    let coff: [usize; NR] = std::array::from_fn(|j| if j < w { lay.off(0, jb + j) } else { 0 });
-    for (i, row) in tile.iter_mut().take(h).enumerate() {
-        let roff = (ib + i) * lay.rs;
-        for (j, v) in row.0.iter().take(w).enumerate() {
-            // SAFETY: (ib + i, jb + j) is inside C, so its offset is (valid_for).
-            let dst = unsafe { &mut *c.ptr.add(roff + coff[j]) };
-            store_row(std::slice::from_mut(dst), std::slice::from_ref(v));
-            if let Some(bias) = bias {
-                // SAFETY: one bias per row of C (`gemm_bias_relu`), and ib + i is a row.
-                bias_relu(std::slice::from_mut(dst), unsafe { *bias.add(ib + i) });
+        } else {
+            for (j, &v) in row.0.iter().take(w).enumerate() {
+                // SAFETY: (ib + i, jb + j) is inside C, so its offset is (valid_for).
+                store_at(unsafe { c.ptr.add(lay.off(ib + i, jb + j)) }, v, ib + i);
             }
         }
     }

@@ -130,7 +130,8 @@ impl BPanel {
 /// # Safety
 /// `a` addresses MR x kc readable floats; `b` addresses kc rows of NR readable floats (and
 /// `b.koff`, when not null, kc readable offsets);
-/// `c + i * rsc + j` is writable (and readable for `Store::Accumulate`) for i < MR, j < NR;
+/// `c + i * rsc + j` is writable (and readable for `Store::Accumulate`; for `Store::Overwrite`
+/// it need not be initialised: it is only written) for i < MR, j < NR;
 /// `bias`, when not null, holds MR readable floats.
 ///
 /// With a `bias`, each stored value becomes max(v + bias[i], 0) (the epilogue of a folded
@@ -425,18 +426,19 @@ mod portable {
             let va = f32x8::splat(alpha);
             for (i, row) in acc.iter().enumerate() {
                 for (h, v) in row.iter().enumerate() {
-                    let dst = std::slice::from_raw_parts_mut(c.add(i * rsc + 8 * h), 8);
+                    // through the pointer: with `Store::Overwrite` C may be uninitialised
+                    let dst = c.add(i * rsc + 8 * h);
                     let r = match store {
                         Store::Overwrite => *v * va,
                         Store::Accumulate => {
-                            let old = f32x8::from(<[f32; 8]>::try_from(&*dst).unwrap_or_default());
-                            v.mul_add(va, old)
+                            v.mul_add(va, f32x8::from(dst.cast::<[f32; 8]>().read_unaligned()))
                         }
                     };
-                    dst.copy_from_slice(&r.to_array());
+                    let mut r = r.to_array();
                     if !bias.is_null() {
-                        super::bias_relu(dst, *bias.add(i));
+                        super::bias_relu(&mut r, *bias.add(i));
                     }
+                    dst.cast::<[f32; 8]>().write_unaligned(r);
                 }
             }
         }

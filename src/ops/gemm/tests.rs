@@ -673,3 +673,67 @@ fn nt_dot_products_have_the_same_bits_on_every_isa() {
         );
     }
 }
+
+#[test]
+fn uninit_output_gets_every_element_once_with_gemms_bits() {
+    use std::mem::MaybeUninit;
+    // NaN where the output will go: an element read before it is written (an Accumulate
+    // store) or never written comes out NaN, not gemm's value.
+    // (cout, k, hw, images): partial row panels (7, 16 = 6 + 6 + 4), partial column panels,
+    // segments shorter than a panel (hw 4, 1), depth over one KC block (300), depth 0.
+    for &(cout, k, hw, images) in &[
+        (16, 27, 1024, 2),
+        (7, 40, 4, 9),
+        (32, 300, 16, 5),
+        (5, 3, 1, 40),
+        (6, 700, 33, 1),
+        (3, 0, 8, 2),
+    ] {
+        let n = hw * images;
+        let a = rand(cout * k, 31);
+        let b = rand(k * n, 32);
+        let bias = rand(cout, 33);
+        let (am, bm) = (MatRef::rm(&a, cout, k), MatRef::rm(&b, k, n));
+        let lay = CLayout::images(cout, hw, images);
+        for par in [false, true] {
+            for with_bias in [false, true] {
+                let mut want = vec![0.0f32; cout * n];
+                if with_bias {
+                    gemm_bias_relu(1.0, &am, &bm, &mut want, lay, par, &bias);
+                } else {
+                    gemm(1.0, &am, &bm, 0.0, &mut want, lay, par);
+                }
+                let mut got = vec![MaybeUninit::new(f32::NAN); cout * n];
+                let bias_arg = with_bias.then_some(&bias[..]);
+                cpu::gemm_uninit(1.0, &am, &bm, &mut got, lay, par, bias_arg);
+                // SAFETY: filled with NaN above, so initialised whatever gemm_uninit did
+                let got: Vec<u32> = got
+                    .iter()
+                    .map(|v| unsafe { v.assume_init() }.to_bits())
+                    .collect();
+                let want: Vec<u32> = want.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(
+                    got, want,
+                    "cout {cout} k {k} hw {hw} images {images} par {par} bias {with_bias}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "gemm_uninit: C layout covers C")]
+fn uninit_output_larger_than_the_layout_is_a_caller_bug() {
+    let a = [1.0f32; 4];
+    let mut c = [std::mem::MaybeUninit::<f32>::uninit(); 5];
+    let lay = CLayout::row_major(2, 2);
+    cpu::gemm_uninit(
+        1.0,
+        &MatRef::rm(&a, 2, 2),
+        &MatRef::rm(&a, 2, 2),
+        &mut c,
+        lay,
+        false,
+        None,
+    );
+}

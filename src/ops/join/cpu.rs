@@ -15,30 +15,34 @@ pub fn mean(inputs: &[&[f32]]) -> Vec<f32> {
     if inputs.len() == 1 {
         return inputs[0].to_vec();
     }
-    let mut y = vec![0.0f32; inputs[0].len()];
-    y.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, chunk)| {
-        let base = ci * CHUNK;
-        let ins: Vec<&[f32]> = inputs
-            .iter()
-            .map(|x| &x[base..base + chunk.len()])
-            .collect();
-        let n8 = chunk.len() / 8 * 8;
-        let cv = f32x8::splat(count);
-        for (k, out) in chunk[..n8].chunks_exact_mut(8).enumerate() {
-            let r = k * 8..k * 8 + 8;
-            let mut acc = ld(&ins[0][r.clone()]);
-            for x in &ins[1..] {
-                acc += ld(&x[r.clone()]);
-            }
-            out.copy_from_slice(&(acc / cv).to_array());
-        }
-        for j in n8..chunk.len() {
-            let mut acc = ins[0][j];
-            for x in &ins[1..] {
-                acc += x[j];
-            }
-            chunk[j] = acc / count;
-        }
-    });
-    y
+    // SAFETY: the chunks cover y, and each chunk's elements are written below (n8 by the
+    // vector loop, the rest by the tail).
+    unsafe {
+        crate::ops::written_by(inputs[0].len(), |y| {
+            y.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, chunk)| {
+                let base = ci * CHUNK;
+                let ins: Vec<&[f32]> = inputs
+                    .iter()
+                    .map(|x| &x[base..base + chunk.len()])
+                    .collect();
+                let n8 = chunk.len() / 8 * 8;
+                let cv = f32x8::splat(count);
+                for (k, out) in chunk[..n8].chunks_exact_mut(8).enumerate() {
+                    let r = k * 8..k * 8 + 8;
+                    let mut acc = ld(&ins[0][r.clone()]);
+                    for x in &ins[1..] {
+                        acc += ld(&x[r.clone()]);
+                    }
+                    out.write_copy_of_slice(&(acc / cv).to_array());
+                }
+                for j in n8..chunk.len() {
+                    let mut acc = ins[0][j];
+                    for x in &ins[1..] {
+                        acc += x[j];
+                    }
+                    chunk[j].write(acc / count);
+                }
+            })
+        })
+    }
 }

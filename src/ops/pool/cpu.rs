@@ -1,6 +1,7 @@
 use super::Pool2dParams;
 use crate::ops::min_items;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use wide::f32x4;
 
 /// Whether v replaces the current best bv: strictly greater, or bv is NaN and v is not. So
@@ -89,7 +90,7 @@ fn deinterleave(r: &[f32; 8]) -> (f32x4, f32x4) {
 
 /// One row of 2x2 windows: `y[ox]` = the window's first maximum. SIMD (4 windows a step,
 /// selects, no branches: random data would mispredict every other window) + scalar tail.
-fn max_row_2x2(r0: &[f32], r1: &[f32], y: &mut [f32]) {
+fn max_row_2x2(r0: &[f32], r1: &[f32], y: &mut [MaybeUninit<f32>]) {
     let wo = y.len();
     let w4 = wo / 4 * 4;
     for ((yc, a), b) in y[..w4]
@@ -103,21 +104,28 @@ fn max_row_2x2(r0: &[f32], r1: &[f32], y: &mut [f32]) {
         m = beats4(a1, m).bitselect(a1, m);
         m = beats4(b0, m).bitselect(b0, m);
         m = beats4(b1, m).bitselect(b1, m);
-        yc.copy_from_slice(&m.to_array());
+        yc.write_copy_of_slice(&m.to_array());
     }
     for ox in w4..wo {
         let mut m = r0[2 * ox];
         for v in [r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]] {
             m = if beats(v, m) { v } else { m };
         }
-        y[ox] = m;
+        y[ox].write(m);
     }
 }
 
 /// One row of 2x2 windows backward: g[ox] goes to its window's first maximum, the other
 /// three entries get 0. Windows do not overlap, so every element is written exactly once;
-/// `0 + g` keeps the generic kernel's accumulate-into-zero bits (-0 becomes +0).
-fn max_row_2x2_backward(r0: &[f32], r1: &[f32], g: &[f32], top: &mut [f32], bottom: &mut [f32]) {
+/// `0 + g` keeps the generic kernel's accumulate-into-zero bits (-0 becomes +0). The rows'
+/// last entry, outside every window when the width is odd, gets 0 too.
+fn max_row_2x2_backward(
+    r0: &[f32],
+    r1: &[f32],
+    g: &[f32],
+    top: &mut [MaybeUninit<f32>],
+    bottom: &mut [MaybeUninit<f32>],
+) {
     let wo = g.len();
     let w4 = wo / 4 * 4;
     let z = f32x4::ZERO;
@@ -147,10 +155,10 @@ fn max_row_2x2_backward(r0: &[f32], r1: &[f32], g: &[f32], top: &mut [f32], bott
             sb1.bitselect(gv, z).to_array(),
         );
         for j in 0..4 {
-            t[2 * j] = ga0[j];
-            t[2 * j + 1] = ga1[j];
-            u[2 * j] = gb0[j];
-            u[2 * j + 1] = gb1[j];
+            t[2 * j].write(ga0[j]);
+            t[2 * j + 1].write(ga1[j]);
+            u[2 * j].write(gb0[j]);
+            u[2 * j + 1].write(gb1[j]);
         }
     }
     for ox in w4..wo {
@@ -162,28 +170,34 @@ fn max_row_2x2_backward(r0: &[f32], r1: &[f32], g: &[f32], top: &mut [f32], bott
             }
         }
         let gv = 0.0 + g[ox];
-        top[2 * ox] = if bi == 0 { gv } else { 0.0 };
-        top[2 * ox + 1] = if bi == 1 { gv } else { 0.0 };
-        bottom[2 * ox] = if bi == 2 { gv } else { 0.0 };
-        bottom[2 * ox + 1] = if bi == 3 { gv } else { 0.0 };
+        top[2 * ox].write(if bi == 0 { gv } else { 0.0 });
+        top[2 * ox + 1].write(if bi == 1 { gv } else { 0.0 });
+        bottom[2 * ox].write(if bi == 2 { gv } else { 0.0 });
+        bottom[2 * ox + 1].write(if bi == 3 { gv } else { 0.0 });
+    }
+    for v in top[2 * wo..].iter_mut().chain(&mut bottom[2 * wo..]) {
+        v.write(0.0);
     }
 }
 
 fn max_forward_2x2(x: &[f32], [n, c, h, w]: [usize; 4], [ho, wo]: [usize; 2]) -> Vec<f32> {
-    let mut y = vec![0.0f32; n * c * ho * wo];
     let per = planes_per_task(h * w);
-    y.par_chunks_mut(per * ho * wo)
-        .zip(x.par_chunks(per * h * w))
-        .for_each(|(yt, xt)| {
-            for (yp, xp) in yt.chunks_exact_mut(ho * wo).zip(xt.chunks_exact(h * w)) {
-                for (oy, yr) in yp.chunks_exact_mut(wo).enumerate() {
-                    let r0 = &xp[2 * oy * w..2 * oy * w + 2 * wo];
-                    let r1 = &xp[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * wo];
-                    max_row_2x2(r0, r1, yr);
-                }
-            }
-        });
-    y
+    // SAFETY: the planes cover y, and `max_row_2x2` writes each of a plane's ho rows of wo.
+    unsafe {
+        crate::ops::written_by(n * c * ho * wo, |y| {
+            y.par_chunks_mut(per * ho * wo)
+                .zip(x.par_chunks(per * h * w))
+                .for_each(|(yt, xt)| {
+                    for (yp, xp) in yt.chunks_exact_mut(ho * wo).zip(xt.chunks_exact(h * w)) {
+                        for (oy, yr) in yp.chunks_exact_mut(wo).enumerate() {
+                            let r0 = &xp[2 * oy * w..2 * oy * w + 2 * wo];
+                            let r1 = &xp[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * wo];
+                            max_row_2x2(r0, r1, yr);
+                        }
+                    }
+                })
+        })
+    }
 }
 
 fn max_backward_2x2(
@@ -192,26 +206,33 @@ fn max_backward_2x2(
     [n, c, h, w]: [usize; 4],
     [ho, wo]: [usize; 2],
 ) -> Vec<f32> {
-    let mut dx = vec![0.0f32; n * c * h * w];
     let per = planes_per_task(h * w);
-    dx.par_chunks_mut(per * h * w)
-        .zip(x.par_chunks(per * h * w))
-        .zip(dy.par_chunks(per * ho * wo))
-        .for_each(|((dxt, xt), dyt)| {
-            for ((dxp, xp), dyp) in dxt
-                .chunks_exact_mut(h * w)
-                .zip(xt.chunks_exact(h * w))
-                .zip(dyt.chunks_exact(ho * wo))
-            {
-                for (oy, gr) in dyp.chunks_exact(wo).enumerate() {
-                    let (top, bottom) = dxp[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
-                    let r0 = &xp[2 * oy * w..2 * oy * w + 2 * wo];
-                    let r1 = &xp[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * wo];
-                    max_row_2x2_backward(r0, r1, gr, top, bottom);
-                }
-            }
-        });
-    dx
+    // SAFETY: the planes cover dx; in each, `max_row_2x2_backward` writes the ho pairs of
+    // whole rows, and an odd last row (h = 2 ho + 1) is zeroed here.
+    unsafe {
+        crate::ops::written_by(n * c * h * w, |dx| {
+            dx.par_chunks_mut(per * h * w)
+                .zip(x.par_chunks(per * h * w))
+                .zip(dy.par_chunks(per * ho * wo))
+                .for_each(|((dxt, xt), dyt)| {
+                    for ((dxp, xp), dyp) in dxt
+                        .chunks_exact_mut(h * w)
+                        .zip(xt.chunks_exact(h * w))
+                        .zip(dyt.chunks_exact(ho * wo))
+                    {
+                        for (oy, gr) in dyp.chunks_exact(wo).enumerate() {
+                            let (top, bottom) = dxp[2 * oy * w..(2 * oy + 2) * w].split_at_mut(w);
+                            let r0 = &xp[2 * oy * w..2 * oy * w + 2 * wo];
+                            let r1 = &xp[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * wo];
+                            max_row_2x2_backward(r0, r1, gr, top, bottom);
+                        }
+                        for v in &mut dxp[2 * ho * w..] {
+                            v.write(0.0);
+                        }
+                    }
+                })
+        })
+    }
 }
 
 pub(crate) fn max_forward_generic(
