@@ -1,16 +1,17 @@
 //! C += A B^T with A [m, len] and B [n, len] both row-major: every entry a dot product of two
 //! contiguous rows. This is the shape of a convolution's weight gradient (dy rows against
 //! im2col rows, both running over pixels), where the packed GEMM would first have to
-//! transpose the large im2col operand. Register tiles of 3 A rows x 4 B rows (12 vector
-//! accumulators); pixels in blocks that keep the 4 B rows in L1 while A rows stream past.
+//! transpose the large im2col operand. Register tiles of 4 x 3 rows on AVX2 (12 vector
+//! accumulators; which operand gives the 4 is chosen per call), 4 x 12 on AVX-512 (pairs of
+//! rows in one register), 3 x 4 in the portable kernel; pixels in blocks of `PB`.
 //!
 //! Each entry is summed in a fixed order (8 lanes over a block of pixels, lanes added in a
 //! fixed tree, blocks added in order), so the result depends only on the inputs.
 
 use super::kernel::{self, Isa};
 
-/// Pixels per block: 4 B rows of this many floats (16 KiB) stay in L1 while the A rows of
-/// every tile stream past. A convolution's groups hold at most this many pixels (except
+/// Pixels per block: 4 rows of this many floats (16 KiB) stay in L1 while the rows of the
+/// other operand stream past. A convolution's groups hold at most this many pixels (except
 /// large images), so each entry is usually one block: one horizontal sum per entry.
 const PB: usize = 1024;
 
@@ -60,6 +61,11 @@ pub(crate) fn nt_acc_with(
         // SAFETY: Avx512 is chosen only on CPUs with AVX-512F; the spans were checked above.
         return unsafe { x86::gemm_nt_acc_512(m, n, len, a, lda, b, ldb, c, ldc) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2Fma {
+        // SAFETY: Avx2Fma is chosen only on CPUs with AVX2 and FMA; the spans were checked.
+        return unsafe { x86::gemm_nt_acc_avx2(m, n, len, a, lda, b, ldb, c, ldc) };
+    }
     for p0 in (0..len).step_by(PB) {
         let pl = PB.min(len - p0);
         for j0 in (0..n).step_by(4) {
@@ -71,7 +77,7 @@ pub(crate) fn nt_acc_with(
                     std::array::from_fn(|i| row(a, (i0 + i.min(mt - 1)) * lda + p0, pl));
                 let br: [&[f32]; 4] =
                     std::array::from_fn(|j| row(b, (j0 + j.min(nt - 1)) * ldb + p0, pl));
-                tile(isa, &ar, &br, &mut out);
+                tile(&ar, &br, &mut out);
                 for (i, o) in out.iter().take(mt).enumerate() {
                     let crow = &mut c[(i0 + i) * ldc + j0..(i0 + i) * ldc + j0 + nt];
                     for (cv, v) in crow.iter_mut().zip(o) {
@@ -88,14 +94,10 @@ fn row(s: &[f32], start: usize, len: usize) -> &[f32] {
 }
 
 /// out[i][j] = dot(a[i], b[j]); rows of equal length. Edge tiles repeat the last row (the
-/// caller drops the duplicates), so there is one kernel shape.
-fn tile(isa: Isa, a: &[&[f32]; 3], b: &[&[f32]; 4], out: &mut [[f32; 4]; 3]) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: Avx512 and Avx2Fma are chosen only on CPUs with AVX2 and FMA.
-        Isa::Avx512 | Isa::Avx2Fma => unsafe { x86::tile(a, b, out) },
-        Isa::Portable => portable(a, b, out),
-    }
+/// caller drops the duplicates), so there is one kernel shape. The portable kernel: the x86
+/// ones have their own loops (`x86::gemm_nt_acc_avx2`, `x86::gemm_nt_acc_512`).
+fn tile(a: &[&[f32]; 3], b: &[&[f32]; 4], out: &mut [[f32; 4]; 3]) {
+    portable(a, b, out)
 }
 
 fn portable(a: &[&[f32]; 3], b: &[&[f32]; 4], out: &mut [[f32; 4]; 3]) {
@@ -130,48 +132,135 @@ fn portable(a: &[&[f32]; 3], b: &[&[f32]; 4], out: &mut [[f32; 4]; 3]) {
 mod x86 {
     use std::arch::x86_64::*;
 
+    /// `gemm_nt_acc` on AVX2: tiles of 4 rows of one operand (X, kept in L1) against 3 rows
+    /// of the other (Y, streaming past), 12 accumulators, with the loops, the lane trees and
+    /// the < 8-pixel tails in one function. X is A and Y is B, or the other way round,
+    /// whichever computes fewer duplicated edge rows: a convolution's dW is [Cout, 9 Cin], so
+    /// Cout (a multiple of 4) meets 9 Cin (of 3) with no waste. Each entry is the same sum in
+    /// the same order as the 3 x 4 tiles compute it (`tile`): 8 lanes of FMA chains, the tree
+    /// ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)), the tail pixels fused in one by one, blocks of
+    /// `PB` pixels added to C in order. Only the grouping into registers differs (and the
+    /// tail, done 4 entries per instruction), so the bits are the same.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn tile(a: &[&[f32]; 3], b: &[&[f32]; 4], out: &mut [[f32; 4]; 3]) {
-        let len = a[0].len();
-        let l8 = len / 8 * 8;
-        // SAFETY (whole body): every row has `len` floats (the caller cut them so), and p + 8
-        // <= l8 <= len in the vector loop.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn gemm_nt_acc_avx2(
+        m: usize,
+        n: usize,
+        len: usize,
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+        ldc: usize,
+    ) {
+        const TX: usize = 4;
+        const TY: usize = 3;
+        /// 192 KiB of Y rows: within L2 (512 KiB on Zen 3, 1-2 MiB on Intel) beside X.
+        const Y_BLOCK_FLOATS: usize = 48 * 1024;
+        let rows = |k: usize, t: usize| k.div_ceil(t) * t;
+        // (X, its row stride, its rows, C's stride along X), the same for Y
+        let (x, ldx, nx, csx, y, ldy, ny, csy) =
+            if rows(m, TX) * rows(n, TY) <= rows(n, TX) * rows(m, TY) {
+                (a, lda, m, ldc, b, ldb, n, 1)
+            } else {
+                (b, ldb, n, 1, a, lda, m, ldc)
+            };
+        if m == 0 || n == 0 || len == 0 {
+            return;
+        }
+        assert!(
+            (m - 1) * lda + len <= a.len()
+                && (n - 1) * ldb + len <= b.len()
+                && (m - 1) * ldc + n <= c.len(),
+            "gemm_nt_acc spans"
+        );
+        let (xp, yp, cp) = (x.as_ptr(), y.as_ptr(), c.as_mut_ptr());
+        // SAFETY (loops): rows x0 + i < nx and y0 + j < ny from pixel p0 hold pl floats
+        // (p0 + pl <= len, checked above against the slices), and C's entry (x0 + i, y0 + j)
+        // is (row, column) (i, j) or (j, i) of the checked m x n block with stride ldc.
+        for p0 in (0..len).step_by(super::PB) {
+            let pl = super::PB.min(len - p0);
+            let l8 = pl / 8 * 8;
+            // Y in blocks of rows that stay in L2 while every X tile streams them past
+            let yb = (Y_BLOCK_FLOATS / pl / TY * TY).max(TY);
+            for yb0 in (0..ny).step_by(yb) {
+                let yb1 = (yb0 + yb).min(ny);
+                for x0 in (0..nx).step_by(TX) {
+                    let xt = TX.min(nx - x0);
+                    // a short last tile repeats its last row (its sums are not stored)
+                    let xo = |i: usize| (x0 + i.min(xt - 1)) * ldx + p0;
+                    let xr =
+                        unsafe { [xp.add(xo(0)), xp.add(xo(1)), xp.add(xo(2)), xp.add(xo(3))] };
+                    // the tail pixels of the 4 X rows, one vector per pixel: [x0, x1, x2, x3][q]
+                    let mut tail = [_mm_setzero_ps(); 7];
+                    for (q, t) in tail.iter_mut().enumerate().take(pl - l8) {
+                        let o = l8 + q;
+                        *t = unsafe {
+                            _mm_setr_ps(*xr[0].add(o), *xr[1].add(o), *xr[2].add(o), *xr[3].add(o))
+                        };
+                    }
+                    for y0 in (yb0..yb1).step_by(TY) {
+                        let yt = TY.min(ny - y0);
+                        let yo = |j: usize| (y0 + j.min(yt - 1)) * ldy + p0;
+                        let yr = unsafe { [yp.add(yo(0)), yp.add(yo(1)), yp.add(yo(2))] };
+                        let mut sums = unsafe { tile_4x3(xr, yr, l8) };
+                        for (s, yj) in sums.iter_mut().zip(yr) {
+                            for (q, xq) in tail.iter().enumerate().take(pl - l8) {
+                                // lane i: fma(x_i[q], y_j[q], s), the scalar tail's fused step
+                                *s = _mm_fmadd_ps(*xq, unsafe { _mm_set1_ps(*yj.add(l8 + q)) }, *s);
+                            }
+                        }
+                        for (j, s) in sums.iter().enumerate().take(yt) {
+                            let mut v = [0.0f32; 4];
+                            // SAFETY: v holds 4 floats.
+                            unsafe { _mm_storeu_ps(v.as_mut_ptr(), *s) };
+                            for (i, v) in v.iter().enumerate().take(xt) {
+                                unsafe { *cp.add((x0 + i) * csx + (y0 + j) * csy) += v };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The lane-tree sums of 4 X rows against 3 Y rows over `l8` pixels (a multiple of 8):
+    /// for each Y row j, [sum over row X_0, .., X_3].
+    ///
+    /// # Safety
+    /// Every row holds at least `l8` floats.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn tile_4x3(xp: [*const f32; 4], yp: [*const f32; 3], l8: usize) -> [__m128; 3] {
+        // SAFETY (whole body): p + 8 <= l8, inside every row (contract).
         unsafe {
-            let (a0, a1, a2) = (a[0].as_ptr(), a[1].as_ptr(), a[2].as_ptr());
-            let bp = [b[0].as_ptr(), b[1].as_ptr(), b[2].as_ptr(), b[3].as_ptr()];
-            let mut acc = [[_mm256_setzero_ps(); 4]; 3];
+            let mut acc = [[_mm256_setzero_ps(); 3]; 4];
             let mut p = 0;
             while p < l8 {
-                let av = [
-                    _mm256_loadu_ps(a0.add(p)),
-                    _mm256_loadu_ps(a1.add(p)),
-                    _mm256_loadu_ps(a2.add(p)),
+                let yv = [
+                    _mm256_loadu_ps(yp[0].add(p)),
+                    _mm256_loadu_ps(yp[1].add(p)),
+                    _mm256_loadu_ps(yp[2].add(p)),
                 ];
-                for (j, bj) in bp.iter().enumerate() {
-                    let bv = _mm256_loadu_ps(bj.add(p));
-                    for (i, ai) in av.iter().enumerate() {
-                        acc[i][j] = _mm256_fmadd_ps(*ai, bv, acc[i][j]);
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let xv = _mm256_loadu_ps(xp[i].add(p));
+                    for (a, yv) in row.iter_mut().zip(&yv) {
+                        *a = _mm256_fmadd_ps(xv, *yv, *a);
                     }
                 }
                 p += 8;
             }
-            // 4 sums at once per row: hadd pairs, then fold the 128-bit halves; the lane
-            // tree is ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)), as in the portable kernel
-            for i in 0..3 {
-                let h01 = _mm256_hadd_ps(acc[i][0], acc[i][1]);
-                let h23 = _mm256_hadd_ps(acc[i][2], acc[i][3]);
+            // per Y row: hadd pairs of X rows, then fold the 128-bit halves; each lane's tree
+            // is ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)), as in `tile`
+            let mut out = [_mm_setzero_ps(); 3];
+            for (j, o) in out.iter_mut().enumerate() {
+                let h01 = _mm256_hadd_ps(acc[0][j], acc[1][j]);
+                let h23 = _mm256_hadd_ps(acc[2][j], acc[3][j]);
                 let h = _mm256_hadd_ps(h01, h23);
-                let s4 = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
-                let mut sums = [0.0f32; 4];
-                _mm_storeu_ps(sums.as_mut_ptr(), s4);
-                for j in 0..4 {
-                    let mut s = sums[j];
-                    for q in l8..len {
-                        s = a[i][q].mul_add(b[j][q], s);
-                    }
-                    out[i][j] = s;
-                }
+                *o = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
             }
+            out
         }
     }
 

@@ -674,6 +674,82 @@ fn nt_dot_products_have_the_same_bits_on_every_isa() {
     }
 }
 
+/// The weight-gradient kernels' summation order, written out one entry at a time: per block
+/// of 1024 pixels, 8 lanes of fused multiply-add chains (lane l takes pixels l, l + 8, ..),
+/// the lanes added as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)), the block's last len % 8 pixels
+/// fused in one by one, and the block's sum added to C.
+fn nt_acc_by_definition(
+    (m, n, len): (usize, usize, usize),
+    (a, lda): (&[f32], usize),
+    (b, ldb): (&[f32], usize),
+    c: &mut [f32],
+    ldc: usize,
+) {
+    for i in 0..m {
+        for j in 0..n {
+            for p0 in (0..len).step_by(1024) {
+                let pl = 1024.min(len - p0);
+                let l8 = pl / 8 * 8;
+                let (ar, br) = (&a[i * lda + p0..][..pl], &b[j * ldb + p0..][..pl]);
+                let mut l = [0.0f32; 8];
+                for p in 0..l8 {
+                    l[p % 8] = ar[p].mul_add(br[p], l[p % 8]);
+                }
+                let mut s = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+                for p in l8..pl {
+                    s = ar[p].mul_add(br[p], s);
+                }
+                c[i * ldc + j] += s;
+            }
+        }
+    }
+}
+
+/// Every SIMD weight-gradient kernel gives the bits of the order written out above (so the
+/// tiling, the choice of which operand is kept in L1 and the vectorised tails change no
+/// training result), on shapes that exercise both orientations of the AVX2 tiles, edge
+/// tiles in both dimensions, tails of 1..7 pixels, blocks past 1024 pixels and C's stride.
+#[test]
+fn nt_dot_products_follow_the_defined_order_bit_for_bit() {
+    use super::dot::nt_acc_with;
+    let shapes = [
+        (16, 144, 1024, 0, 0),
+        (128, 27, 52, 3, 1),
+        (27, 128, 50, 1, 0),
+        (7, 13, 2 * 1024 + 21, 3, 2),
+        (5, 5, 7, 0, 0),
+        (4, 3, 1, 0, 0),
+        (1, 1, 9, 0, 0),
+        (12, 9, 1031, 5, 0),
+    ];
+    for (m, n, len, pad, cpad) in shapes {
+        let (lda, ldb, ldc) = (len + pad, len + 2 * pad, n + cpad);
+        let a = rand(m * lda, 80);
+        let b = rand(n * ldb, 81);
+        let c0 = rand(m * ldc, 82);
+        let mut want = c0.clone();
+        nt_acc_by_definition((m, n, len), (&a, lda), (&b, ldb), &mut want, ldc);
+        for isa in super::kernel::supported() {
+            if isa == super::kernel::Isa::Portable {
+                continue; // `wide`'s mul_add need not be fused without FMA
+            }
+            let mut got = c0.clone();
+            nt_acc_with(isa, m, n, len, &a, lda, &b, ldb, &mut got, ldc);
+            let bad = got
+                .iter()
+                .zip(&want)
+                .position(|(x, y)| x.to_bits() != y.to_bits());
+            assert!(
+                bad.is_none(),
+                "{isa:?} {m}x{n}x{len}: C[{}] = {} where the defined order gives {}",
+                bad.unwrap_or(0),
+                got[bad.unwrap_or(0)],
+                want[bad.unwrap_or(0)]
+            );
+        }
+    }
+}
+
 #[test]
 fn uninit_output_gets_every_element_once_with_gemms_bits() {
     use std::mem::MaybeUninit;
