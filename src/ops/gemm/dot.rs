@@ -3,7 +3,8 @@
 //! im2col rows, both running over pixels), where the packed GEMM would first have to
 //! transpose the large im2col operand. Register tiles of 4 x 3 rows on AVX2 (12 vector
 //! accumulators; which operand gives the 4 is chosen per call), 4 x 12 on AVX-512 (pairs of
-//! rows in one register), 3 x 4 in the portable kernel; pixels in blocks of `PB`.
+//! rows in one register; not on AMD Zen 4, whose 512-bit operations are two 256-bit halves:
+//! `kernel::nt_isa`), 3 x 4 in the portable kernel; pixels in blocks of `PB`.
 //!
 //! Each entry is summed in a fixed order (8 lanes over a block of pixels, lanes added in a
 //! fixed tree, blocks added in order), so the result depends only on the inputs.
@@ -38,7 +39,7 @@ pub fn gemm_nt_acc(
         "gemm_nt_acc operand spans"
     );
     assert!((m - 1) * ldc + n <= c.len(), "gemm_nt_acc C span");
-    nt_acc_with(kernel::isa(), m, n, len, a, lda, b, ldb, c, ldc)
+    nt_acc_with(kernel::nt_isa(), m, n, len, a, lda, b, ldb, c, ldc)
 }
 
 /// `gemm_nt_acc` on a given kernel ISA (one this CPU has; `kernel::supported`), spans
