@@ -293,9 +293,23 @@ impl<B: Backend> Network<B> {
                     add(&mut grads, ins[0], dx.reshape(shape)?)?;
                 }
                 Op::Join { .. } => {
+                    // Inputs that already hold a gradient add the share in place; the empty
+                    // ones take a copy each, the last of them the share itself (one copy
+                    // fewer). Each input gets the same contribution as before: same bits.
                     let share = b.scale(&g, 1.0 / ins.len() as f32)?;
+                    let mut empty = Vec::with_capacity(ins.len());
                     for &a in ins {
-                        add(&mut grads, a, share.clone())?;
+                        match &mut grads[a] {
+                            Some(acc) => b.add_assign(acc, &share)?,
+                            None => empty.push(a),
+                        }
+                    }
+                    // (`add`: an input listed twice, which no plan builds, gets both shares)
+                    if let Some((&last, rest)) = empty.split_last() {
+                        for &a in rest {
+                            add(&mut grads, a, share.clone())?;
+                        }
+                        add(&mut grads, last, share)?;
                     }
                 }
                 Op::MaxPool(p) => {

@@ -355,17 +355,21 @@ fn with_padded<R>(g: &ConvGeom, x: &[f32], direct: bool, f: impl FnOnce(&Im2colB
             .zip(x.par_chunks(g.h * g.w))
             .with_min_len(min_items(hp * wp))
             .for_each(|(dst, src)| {
-                dst[..g.pad * wp].fill(0.0);
-                dst[(g.pad + g.h) * wp..].fill(0.0);
-                for (drow, srow) in dst[g.pad * wp..(g.pad + g.h) * wp]
-                    .chunks_exact_mut(wp)
-                    .zip(src.chunks_exact(g.w))
-                {
-                    // element by element: a `fill` of 1-2 values per row was a memset call
+                // Zeros stored by a plain loop: a `fill` of the few values of a pad row or
+                // a pad column was a `memset` call per plane or per row (3% of a training
+                // step at batch 50). `black_box` keeps LLVM from turning the loop back into
+                // one.
+                let zero = std::hint::black_box(0.0f32);
+                let (top, rest) = dst.split_at_mut(g.pad * wp);
+                let (body, bottom) = rest.split_at_mut(g.h * wp);
+                for v in top.iter_mut().chain(bottom) {
+                    *v = zero;
+                }
+                for (drow, srow) in body.chunks_exact_mut(wp).zip(src.chunks_exact(g.w)) {
                     let (left, rest) = drow.split_at_mut(g.pad);
                     let (mid, right) = rest.split_at_mut(g.w);
                     for v in left.iter_mut().chain(right) {
-                        *v = 0.0;
+                        *v = zero;
                     }
                     mid.copy_from_slice(srow);
                 }
