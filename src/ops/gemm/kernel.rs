@@ -79,11 +79,28 @@ pub fn nt_isa() -> Isa {
     static NT: OnceLock<Isa> = OnceLock::new();
     *NT.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
-        if isa() == Isa::Avx512 && splits_512() {
+        if halves_512() {
             return Isa::Avx2Fma;
         }
         isa()
     })
+}
+
+/// The AVX-512 kernels are in use on a CPU that runs each 512-bit operation as two 256-bit
+/// halves (AMD Zen 4; `splits_512`), where gathers are slow too: Winograd reads its input
+/// patches by masked row loads and transposes (`winograd::gather::Panel::gather_rows`)
+/// instead of masked gathers (1.14x on a folded column at batch 100, measured there).
+pub fn halves_512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static HALVES: OnceLock<bool> = OnceLock::new();
+        *HALVES.get_or_init(|| {
+            isa() == Isa::Avx512 && is_x86_feature_detected!("avx512vl") && splits_512()
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// The CPU is an AMD family 19h (Zen 3 / Zen 4): on those that have AVX-512 (Zen 4), a
