@@ -237,23 +237,31 @@ fn bench_backend_ops<B: Backend>(c: &mut Criterion, b: &B, dev: &str) {
 }
 
 /// The weight gradient's dot-product kernel (`gemm_nt_acc`, one thread): dW [Cout, 9 Cin] +=
-/// dy [Cout, pixels] col^T, at a 64..512 layer's shape (Cout 128, Cin 128, 512 pixels per
-/// group). `FRACTALNET_NO_AVX512=1` times the AVX2 kernel on the same CPU.
+/// dy [Cout, pixels] col^T, at the shapes of the training step (channels 16..128, batch 50:
+/// the first block's 1-image groups, the 4x4 and 2x2 layers' groups of 12-13 images) and of
+/// a 64..512 layer (Cout 128, Cin 128, 512 pixels per group). `FRACTALNET_NO_AVX512=1` times
+/// the AVX2 kernel on the same CPU (on AMD Zen 4 it is the one used either way).
 fn bench_nt_acc(c: &mut Criterion) {
-    let (m, n, len) = (128usize, 1152usize, 512usize);
-    let a: Vec<f32> = fractalnet::gradcheck::random_vec(m * len, 3);
-    let b: Vec<f32> = fractalnet::gradcheck::random_vec(n * len, 4);
-    let mut out = vec![0.0f32; m * n];
     let mut g = c.benchmark_group("cpu/gemm_nt_acc");
     g.warm_up_time(Duration::from_millis(500));
     g.measurement_time(Duration::from_secs(3));
-    g.throughput(Throughput::Elements((2 * m * n * len) as u64));
-    g.bench_function(format!("{m}x{n}x{len}"), |bch| {
-        bch.iter(|| {
-            gemm_nt_acc(m, n, len, &a, len, &b, len, &mut out, n);
-            black_box(&mut out);
-        })
-    });
+    for (m, n, len) in [
+        (16usize, 144usize, 1024usize),
+        (128, 1152, 192),
+        (128, 1152, 52),
+        (128, 1152, 512),
+    ] {
+        let a: Vec<f32> = fractalnet::gradcheck::random_vec(m * len, 3);
+        let b: Vec<f32> = fractalnet::gradcheck::random_vec(n * len, 4);
+        let mut out = vec![0.0f32; m * n];
+        g.throughput(Throughput::Elements((2 * m * n * len) as u64));
+        g.bench_function(format!("{m}x{n}x{len}"), |bch| {
+            bch.iter(|| {
+                gemm_nt_acc(m, n, len, &a, len, &b, len, &mut out, n);
+                black_box(&mut out);
+            })
+        });
+    }
     g.finish();
 }
 
