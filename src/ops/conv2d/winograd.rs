@@ -765,9 +765,10 @@ fn chunk<const A: usize, const M: usize>(
         for (q, panel) in tiles_at.chunks_exact(NR).enumerate() {
             #[cfg(target_arch = "x86_64")]
             if let Some(gp) = &gathers {
-                // SAFETY: Avx512 was found on this CPU; every unmasked index is a pixel of
-                // image n, channel ci, inside x (`Panel::new`), and x.len() fits an i32.
-                // (by rows and transposes where gathers are slow: same values)
+                // SAFETY: Avx512 was found on this CPU, and AVX-512VL too where by_rows
+                // (`kernel::halves_512` checks it); every unmasked index is a pixel of image
+                // n, channel ci, inside x (`Panel::new`), and x.len() fits an i32. (By rows
+                // and transposes where gathers are slow: the same values.)
                 unsafe {
                     if by_rows {
                         gp[q].gather_rows::<A>(x, ci * hw, g.w, &mut d)
